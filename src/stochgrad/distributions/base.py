@@ -1,0 +1,252 @@
+"""The base class of stochgrad's factorised families.
+
+A family ``p_θ(x) = Π_i p_{θ_i}(x_i)`` is factorised over the last dimension of its parameters: component
+``i`` of a parameter changes only coordinate ``i`` of a draw. Leading dimensions are independent copies
+(``batch_shape``), exactly as in ``torch.distributions``; the last dimension is the event (``event_shape =
+(D,)``). Categorical's logits carry one more trailing dimension (the K categories of each coordinate).
+
+Unlike ``torch.distributions`` every draw takes an explicit ``torch.Generator``, and each family knows its
+score ``∂ log p / ∂θ`` in closed form, its pathwise Jacobian ``∂x/∂θ`` where one exists, and (through
+:mod:`stochgrad.distributions.weak`) its measure-valued decompositions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.distributions import constraints
+
+from stochgrad.errors import InvalidArgumentError, UnsupportedError
+
+SampleShape = int | Sequence[int] | torch.Size
+
+
+def _as_shape(sample_shape: SampleShape) -> tuple[int, ...]:
+    if isinstance(sample_shape, int):
+        return (sample_shape,)
+    return tuple(sample_shape)
+
+
+def _describe_bad(t: Tensor, bad: Tensor) -> str:
+    """'value v at index (i, j)' for the first offending entry of ``t``."""
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    return f"{t.detach()[first].item()!r} at index {first}"
+
+
+class Family:
+    """A factorised distribution over ``[*batch_shape, D]`` points with explicitly seeded sampling.
+
+    Subclasses set the class attributes and implement ``_sample``, ``_score`` and ``_torch``; pathwise
+    families also implement ``_rsample_jacobian``.
+    """
+
+    #: Parameter names, in the order the constructor and ``params`` use them (torch.distributions names).
+    param_names: tuple[str, ...] = ()
+    #: Constraint each parameter must satisfy (checked at construction unless ``validate_args=False``).
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {}
+    #: Where draws live.
+    support: ClassVar[constraints.Constraint] = constraints.real
+    #: Parameters that have a pathwise (reparameterisation) derivative.
+    reparam_params: ClassVar[tuple[str, ...]] = ()
+    #: Parameters whose score ∂ log p/∂θ gives an unbiased gradient (the support does not move with them).
+    score_params: ClassVar[tuple[str, ...]] = ()
+    #: Trailing parameter dimensions of one coordinate (0 for scalars, 1 for Categorical's K logits).
+    param_coordinate_ndim: ClassVar[int] = 0
+    #: Whether ``reflect`` exists: the family is symmetric about its location, so antithetic pairs are valid.
+    symmetric: ClassVar[bool] = False
+
+    def __init__(self, params: dict[str, Tensor | float], validate_args: bool = True) -> None:
+        tensors = {k: v if isinstance(v, Tensor) else torch.as_tensor(v) for k, v in params.items()}
+        floats = [t for t in tensors.values() if t.is_floating_point()]
+        dtype = floats[0].dtype if floats else torch.get_default_dtype()
+        tensors = {k: (t if t.is_floating_point() else t.to(dtype)) for k, t in tensors.items()}
+        self._check_ndim(tensors)
+        if validate_args:
+            self._validate(tensors)
+        shapes = [t.shape[: t.dim() - self.param_coordinate_ndim] if self._has_coordinate_dims(k) else t.shape
+                  for k, t in tensors.items()]
+        shape = torch.broadcast_shapes(*shapes)
+        self._params: dict[str, Tensor] = {}
+        for k, t in tensors.items():
+            full = shape + t.shape[t.dim() - self.param_coordinate_ndim:] if self._has_coordinate_dims(k) else shape
+            self._params[k] = t.expand(full)
+        self.batch_shape = torch.Size(shape[:-1])
+        self.event_shape = torch.Size(shape[-1:])
+        self.dtype = dtype
+
+    # -- construction helpers -------------------------------------------------------------------------------
+    def _has_coordinate_dims(self, name: str) -> bool:
+        return self.param_coordinate_ndim > 0
+
+    def _check_ndim(self, tensors: dict[str, Tensor]) -> None:
+        need = 1 + self.param_coordinate_ndim
+        if all(t.dim() < need for t in tensors.values()):
+            names = ", ".join(tensors)
+            raise InvalidArgumentError(
+                f"{type(self).__name__}: parameters ({names}) must have at least {need} dimension(s) "
+                f"(the last one indexes the D independent coordinates); got shapes "
+                f"{[tuple(t.shape) for t in tensors.values()]}. Wrap a scalar as torch.tensor([value]).")
+
+    def _validate(self, tensors: dict[str, Tensor]) -> None:
+        cls = type(self).__name__
+        for name, t in tensors.items():
+            d = t.detach()
+            bad = ~torch.isfinite(d)
+            if bool(bad.any()):
+                raise InvalidArgumentError(
+                    f"{cls}: argument '{name}' must be finite; got {_describe_bad(d, bad)}")
+            constraint = self.arg_constraints.get(name)
+            if constraint is not None:
+                bad = ~constraint.check(d)
+                if bool(bad.any()):
+                    raise InvalidArgumentError(
+                        f"{cls}: argument '{name}' must satisfy {_constraint_text(constraint)}; got "
+                        f"{_describe_bad(d, bad)}")
+
+    # -- parameters ---------------------------------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Tensor]:
+        """The parameters by name, broadcast to their full shapes (they may require grad)."""
+        return {k: self._params[k] for k in self.param_names}
+
+    def param(self, name: str) -> Tensor:
+        """One parameter; raises a clear error if this family has no such parameter."""
+        if name not in self._params:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} has no parameter '{name}'; its parameters are {list(self.param_names)}")
+        return self._params[name]
+
+    def detach(self) -> Family:
+        """The same distribution with parameters cut from any autograd graph."""
+        return type(self)(**{k: v.detach() for k, v in self.params.items()}, **self._extra_kwargs(),
+                          validate_args=False)
+
+    def _extra_kwargs(self) -> dict:
+        """Constructor arguments that are not parameters (Binomial's total_count)."""
+        return {}
+
+    def component_shape(self, name: str) -> torch.Size:
+        """Shape of the per-copy part of parameter ``name``: ``(D,)``, or ``(D, K)`` for Categorical logits."""
+        return self.param(name).shape[len(self.batch_shape):]
+
+    def n_components(self, name: str) -> int:
+        """Number of scalar components of parameter ``name`` in one copy (D, or D·K)."""
+        return math.prod(self.component_shape(name))
+
+    def coordinate_of(self, name: str, component: Tensor) -> Tensor:
+        """Index of the coordinate of x that flat component ``component`` of parameter ``name`` acts on."""
+        per = math.prod(self.component_shape(name)[1:])
+        return component // per if per > 1 else component
+
+    # -- sampling -----------------------------------------------------------------------------------------
+    def sample(self, sample_shape: SampleShape = (), generator: torch.Generator | None = None) -> Tensor:
+        """Draws shaped ``[*sample_shape, *batch_shape, D]``, without gradient."""
+        with torch.no_grad():
+            return self._sample(_as_shape(sample_shape), generator)
+
+    def rsample(self, sample_shape: SampleShape = (), generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised draws shaped ``[*sample_shape, *batch_shape, D]`` that carry gradient to the
+        parameters in ``reparam_params``."""
+        if not self.reparam_params:
+            raise UnsupportedError(
+                f"{type(self).__name__} has no pathwise (reparameterised) sampler; use ScoreFunction or "
+                "MeasureValued")
+        x = self.sample(sample_shape, generator)
+        out = x
+        for name in self.reparam_params:
+            p = self._params[name]
+            if p.requires_grad:
+                jac = self._rsample_jacobian(x, name)
+                out = out + jac * (p - p.detach())
+        return out
+
+    def reflect(self, x: Tensor) -> Tensor:
+        """The antithetic partner of draw ``x`` (same distribution, negatively correlated)."""
+        raise UnsupportedError(
+            f"antithetic pairs need a family symmetric about its location (Normal); {type(self).__name__} "
+            "is not")
+
+    # -- densities, scores, Jacobians ---------------------------------------------------------------------
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_θ(x) summed over the D coordinates: ``[*S, *batch_shape, D] -> [*S, *batch_shape]``."""
+        return self._torch().log_prob(x).sum(-1)
+
+    def score(self, x: Tensor, name: str) -> Tensor:
+        """∂ log p_θ(x) / ∂θ for parameter ``name``, elementwise in closed form.
+
+        Args:
+          x: draws ``[*S, *batch_shape, D]``.
+          name: a parameter in ``score_params``.
+        Returns:
+          ``[*S, *batch_shape, *component_shape(name)]``.
+        """
+        if name not in self.score_params:
+            raise UnsupportedError(
+                f"the score function is not valid for {type(self).__name__}.{name}: the support of the "
+                f"distribution moves with '{name}', so E[f·∂log p] misses a boundary term; use MeasureValued"
+                + (" or Pathwise" if name in self.reparam_params else ""))
+        with torch.no_grad():
+            return self._score(x, name)
+
+    def rsample_jacobian(self, x: Tensor, name: str) -> Tensor:
+        """∂x/∂θ of the reparameterised draw ``x`` for parameter ``name``, elementwise, shaped like x."""
+        if name not in self.reparam_params:
+            raise UnsupportedError(
+                f"{type(self).__name__}.{name} has no pathwise derivative; pathwise supports "
+                f"{list(self.reparam_params) or 'no parameter of this family'}; use ScoreFunction or "
+                "MeasureValued")
+        with torch.no_grad():
+            return self._rsample_jacobian(x, name)
+
+    @property
+    def mean(self) -> Tensor:
+        """E x, shaped ``[*batch_shape, D]``."""
+        return self._torch().mean
+
+    @property
+    def variance(self) -> Tensor:
+        """Var x per coordinate, shaped ``[*batch_shape, D]``."""
+        return self._torch().variance
+
+    def to_torch(self) -> torch.distributions.Distribution:
+        """The equivalent ``torch.distributions`` object (``Independent`` over the last dimension)."""
+        return torch.distributions.Independent(self._torch(), 1)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shapes})"
+
+    # -- to implement -------------------------------------------------------------------------------------
+    def _sample(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        raise NotImplementedError
+
+    def _score(self, x: Tensor, name: str) -> Tensor:
+        raise NotImplementedError
+
+    def _rsample_jacobian(self, x: Tensor, name: str) -> Tensor:
+        raise NotImplementedError
+
+    def _torch(self) -> torch.distributions.Distribution:
+        raise NotImplementedError
+
+    def _p(self, name: str) -> Tensor:
+        """Detached parameter, for sampling and closed forms."""
+        return self._params[name].detach()
+
+
+def _constraint_text(c: constraints.Constraint) -> str:
+    if c is constraints.positive:
+        return "> 0"
+    if c is constraints.unit_interval:
+        return "0 <= value <= 1"
+    if isinstance(c, constraints.half_open_interval):
+        return f"{c.lower_bound} <= value < {c.upper_bound}"
+    if isinstance(c, constraints.interval):
+        return f"{c.lower_bound} <= value <= {c.upper_bound}"
+    if isinstance(c, constraints.greater_than):
+        return f"> {c.lower_bound}"
+    return str(c)

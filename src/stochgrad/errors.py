@@ -1,0 +1,28 @@
+"""Errors raised by stochgrad.
+
+Every error is a :class:`StochgradError`; the ones caused by a bad value are also :class:`ValueError`, so
+``except ValueError`` keeps working for code that does not know this library. Messages name the offending
+argument, what it got and what it needs.
+"""
+
+from __future__ import annotations
+
+
+class StochgradError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class InvalidArgumentError(StochgradError, ValueError):
+    """An argument has a value the function cannot accept (wrong sign, NaN, outside its support...)."""
+
+
+class UnsupportedError(StochgradError, ValueError):
+    """The requested combination (family, parameter, estimator) has no valid estimator here."""
+
+
+class BudgetError(StochgradError, ValueError):
+    """The number of evaluations asked for is too small for the estimator."""
+
+
+class EvaluationError(StochgradError, ValueError):
+    """The function under expectation returned something unusable (wrong shape, NaN, infinity, no gradient)."""

@@ -1,0 +1,175 @@
+"""The two-phase estimator interface: ``plan`` the points, evaluate f anywhere, ``combine`` the values.
+
+An :class:`Estimator` never calls f itself inside ``plan``/``combine``; ``estimate`` is the convenience that
+does all three in one process. Every estimate carries its own per-component variance estimate, computed from
+the per-sample contributions it averaged.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from stochgrad.distributions.base import Family
+from stochgrad.errors import EvaluationError, InvalidArgumentError
+
+#: f maps points ``[B, *batch_shape, D]`` to values ``[B, *batch_shape]``.
+BatchFunction = Callable[[Tensor], Tensor]
+#: An evaluator maps (f, points) to values; see :mod:`stochgrad.evaluators`.
+Evaluator = Callable[[Callable, Tensor], Tensor]
+
+
+@dataclass
+class GradientEstimate:
+    """One gradient estimate of ``E_{x~p_θ} f(x)``.
+
+    Attributes:
+      grad: per parameter, the estimated gradient, shaped like the parameter (``[*batch, D]`` or
+        ``[*batch, D, K]``).
+      variance: per parameter, the estimated variance of each component of ``grad`` (same shapes; NaN where
+        the estimator had too few per-sample contributions to tell, e.g. MVD with one sample per dimension).
+      value: the Monte Carlo estimate of ``E f`` per copy, ``[*batch]``; NaN when no evaluated point is a
+        draw from p_θ (e.g. MVD for a Normal's loc alone).
+      n_evals: evaluations of f this estimate used, per copy.
+      values: the raw values of f that went into it, ``[n_evals, *batch]``.
+      estimated: per parameter, a boolean mask of the components that were estimated (MVD with ``dims``
+        leaves the rest at zero); None when every component was.
+      info: estimator-specific diagnostics (chosen components, combination weights, ...).
+    """
+
+    grad: dict[str, Tensor]
+    variance: dict[str, Tensor]
+    value: Tensor
+    n_evals: int
+    values: Tensor
+    estimated: dict[str, Tensor] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Plan(ABC):
+    """The points one estimate needs, and how to turn f's values on them into a :class:`GradientEstimate`."""
+
+    #: Points to evaluate, ``[n_evals, *batch_shape, D]``.
+    points: Tensor
+    #: The family (detached) the plan was made for.
+    dist: Family
+
+    @property
+    def n_evals(self) -> int:
+        """Number of evaluations of f per copy."""
+        return self.points.shape[0]
+
+    def combine(self, values: Tensor) -> GradientEstimate:
+        """The estimate from ``values = f(points)``, shaped ``[n_evals, *batch_shape]``."""
+        values = check_values(values, self.points, self.dist.batch_shape, self.requires_grad_values)
+        return self._combine(values)
+
+    #: Whether values must carry gradient back to the points (pathwise).
+    requires_grad_values: bool = False
+
+    @abstractmethod
+    def _combine(self, values: Tensor) -> GradientEstimate: ...
+
+
+class Estimator(ABC):
+    """Base class: subclasses implement ``plan`` and ``n_evals``."""
+
+    @abstractmethod
+    def plan(self, dist: Family, generator: torch.Generator | None = None,
+             params: Sequence[str] | None = None) -> Plan:
+        """Draw the points of one estimate.
+
+        Args:
+          dist: the distribution p_θ (its parameters may require grad; the plan uses detached values).
+          generator: the source of every random number.
+          params: names of the parameters to estimate; all of the family's parameters by default.
+        """
+
+    @abstractmethod
+    def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
+        """Evaluations of f per copy that one estimate for ``dist`` (and ``params``) takes."""
+
+    def estimate(self, f: Callable, dist: Family, generator: torch.Generator | None = None,
+                 params: Sequence[str] | None = None, evaluator: Evaluator | None = None) -> GradientEstimate:
+        """Plan, evaluate f on the points (with ``evaluator``, vectorised by default) and combine.
+
+        Args:
+          f: a batched function ``[B, *batch_shape, D] -> [B, *batch_shape]`` (or whatever ``evaluator``
+            expects, e.g. a function of one point for ``evaluators.Serial``).
+          dist: the distribution p_θ.
+          generator: the source of every random number.
+          params: parameter names to estimate (default: all).
+          evaluator: how to evaluate f on the points; ``None`` calls ``f(points)`` once.
+        """
+        plan = self.plan(dist, generator, params)
+        values = f(plan.points) if evaluator is None else evaluator(f, plan.points)
+        return plan.combine(values)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+def resolve_params(dist: Family, params: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The parameter names to estimate, checked against the family."""
+    if params is None:
+        return tuple(dist.param_names)
+    if isinstance(params, str):
+        params = (params,)
+    params = tuple(params)
+    if not params:
+        raise InvalidArgumentError(
+            f"params: need at least one parameter name of {type(dist).__name__}: {list(dist.param_names)}")
+    for name in params:
+        if name not in dist.param_names:
+            raise InvalidArgumentError(
+                f"params: {type(dist).__name__} has no parameter '{name}'; its parameters are "
+                f"{list(dist.param_names)}")
+    return params
+
+
+def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_grad: bool = False) -> Tensor:
+    """Check f's output: a finite tensor ``[n_points, *batch_shape]``; say which points are bad if not."""
+    if not isinstance(values, Tensor):
+        try:
+            values = torch.as_tensor(values)
+        except Exception as exc:  # noqa: BLE001 - reported with the type that was returned
+            raise EvaluationError(
+                f"f must return a tensor of shape {[points.shape[0], *batch_shape]}; got {type(values).__name__}"
+            ) from exc
+    want = torch.Size([points.shape[0], *batch_shape])
+    if values.shape != want:
+        raise EvaluationError(
+            f"f returned values of shape {list(values.shape)} for points of shape {list(points.shape)}; it must "
+            f"return one value per point: shape {list(want)}")
+    if not values.is_floating_point():
+        values = values.to(points.dtype if points.is_floating_point() else torch.get_default_dtype())
+    bad = ~torch.isfinite(values.detach())
+    if bool(bad.any()):
+        rows = bad.reshape(bad.shape[0], -1).any(1).nonzero().flatten()
+        shown = rows[:5].tolist()
+        first = int(rows[0])
+        raise EvaluationError(
+            f"f returned {int(bad.sum())} non-finite value(s) (NaN or infinity) at point index(es) {shown}"
+            f"{' and more' if rows.numel() > 5 else ''}; e.g. f(points[{first}]) = "
+            f"{values.detach()[first].flatten()[:3].tolist()} with points[{first}] = "
+            f"{points.detach()[first].flatten()[:6].tolist()}{' ...' if points[first].numel() > 6 else ''}")
+    if requires_grad and not values.requires_grad:
+        raise EvaluationError(
+            "Pathwise needs f to be differentiable torch code: the values f returned carry no gradient back "
+            "to the points (was f computed with numpy, .item(), .detach() or under torch.no_grad()?). Use "
+            "ScoreFunction or MeasureValued for a black-box f.")
+    return values
+
+
+def sample_variance(contrib: Tensor, dim: int = 0) -> Tensor:
+    """Variance of the mean of ``contrib`` along ``dim``: s²/n with the unbiased s² (NaN for n < 2)."""
+    n = contrib.shape[dim]
+    if n < 2:
+        return torch.full_like(contrib.select(dim, 0), float("nan"))
+    return contrib.var(dim, correction=1) / n

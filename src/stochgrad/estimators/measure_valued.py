@@ -1,0 +1,156 @@
+"""The measure-valued derivative (MVD, weak derivative) estimator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from stochgrad.distributions.base import Family
+from stochgrad.distributions.weak import weak_derivative
+from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params, sample_variance
+
+#: Components to estimate: None (all), flat indices ``[J]`` shared by every copy, or ``[*batch, J]`` per copy.
+DimsSpec = None | Sequence[int] | Tensor
+
+
+class MeasureValued(Estimator):
+    """``∂_j E f ≈ c_j/M Σ_m (f(x⁺_{jm}) − f(x⁻_{jm}))`` for each parameter component j.
+
+    x⁺ (x⁻) is a draw from p_θ whose coordinate i(j) was replaced by a draw from the positive (negative) part
+    of the weak derivative (see :mod:`stochgrad.distributions.weak`). Costs 2·M evaluations per estimated
+    component; deterministic in the structure of f and usually far lower in variance than the score function.
+
+    Args:
+      samples_per_dim: M, the pairs of evaluations per component.
+      coupled: share random numbers between x⁺ and x⁻ (the other coordinates, and the base draw of coordinate
+        i where the decomposition allows). Coupling keeps the estimate unbiased and lowers its variance.
+      dims: estimate only these components (flat indices into one copy's parameter, i.e. into ``D`` or
+        ``D·K`` for Categorical logits), either shared ``[J]`` or per copy ``[*batch, J]``, or a dict from
+        parameter name to such a spec. The other components get gradient 0 and ``estimated`` is False there.
+
+    Example::
+
+        est = MeasureValued(samples_per_dim=1, coupled=True)
+        g = est.estimate(f, Normal(torch.zeros(10), torch.full((10,), 0.1)), generator=gen)
+        g.n_evals   # 2 · 1 · (10 + 10) = 40
+
+    References: Pflug (1989); Heidergott and Vázquez-Abad (2000); Mohamed et al. (2020) §6.
+    """
+
+    def __init__(self, samples_per_dim: int = 1, coupled: bool = True,
+                 dims: DimsSpec | Mapping[str, DimsSpec] = None) -> None:
+        if not isinstance(samples_per_dim, int) or isinstance(samples_per_dim, bool) or samples_per_dim < 1:
+            raise BudgetError(f"samples_per_dim: MeasureValued needs at least 1 sample per component (2 "
+                              f"evaluations); got {samples_per_dim!r}")
+        self.samples_per_dim = samples_per_dim
+        self.coupled = bool(coupled)
+        self.dims = dims
+
+    def _dims_for(self, name: str) -> DimsSpec:
+        return self.dims.get(name) if isinstance(self.dims, Mapping) else self.dims
+
+    def components(self, dist: Family, name: str) -> Tensor:
+        """The components of ``name`` to estimate, as ``[J, *batch]`` flat indices."""
+        n = dist.n_components(name)
+        spec = self._dims_for(name)
+        batch = dist.batch_shape
+        if spec is None:
+            comp = torch.arange(n)
+            return comp.reshape(n, *([1] * len(batch))).expand(n, *batch)
+        comp = torch.as_tensor(spec)
+        if comp.is_floating_point() or comp.dtype == torch.bool:
+            raise InvalidArgumentError(f"dims: need integer component indices; got dtype {comp.dtype}")
+        comp = comp.long()
+        if comp.dim() == 0:
+            comp = comp.reshape(1)
+        if comp.numel() == 0:
+            raise InvalidArgumentError("dims: need at least one component index; got none")
+        if bool(((comp < 0) | (comp >= n)).any()):
+            raise InvalidArgumentError(
+                f"dims: component indices must be in [0, {n}) for {type(dist).__name__}.{name}; got "
+                f"{comp[(comp < 0) | (comp >= n)][:5].tolist()}")
+        if comp.dim() == 1:
+            if comp.unique().numel() != comp.numel():
+                raise InvalidArgumentError(f"dims: component indices must be distinct; got {comp.tolist()}")
+            return comp.reshape(-1, *([1] * len(batch))).expand(comp.shape[0], *batch)
+        if tuple(comp.shape[:-1]) != tuple(batch):
+            raise InvalidArgumentError(
+                f"dims: per-copy indices must be shaped [*batch_shape, J] = [{', '.join(map(str, batch))}, J]; "
+                f"got {list(comp.shape)}")
+        srt = comp.sort(-1).values
+        if bool((srt[..., 1:] == srt[..., :-1]).any()):
+            raise InvalidArgumentError("dims: component indices must be distinct within each copy")
+        return comp.movedim(-1, 0)
+
+    def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
+        names = resolve_params(dist, params)
+        return sum(2 * self.samples_per_dim * self.components(dist, name).shape[0] for name in names)
+
+    def plan(self, dist: Family, generator: torch.Generator | None = None,
+             params: Sequence[str] | None = None) -> MeasureValuedPlan:
+        names = resolve_params(dist, params)
+        decompositions = {name: weak_derivative(dist, name) for name in names}
+        dist = dist.detach()
+        M = self.samples_per_dim
+        comps = {name: self.components(dist, name) for name in names}
+        total = sum(2 * M * c.shape[0] for c in comps.values())
+        probe = dist.sample((1,), generator)
+        points = probe.new_empty((total, *probe.shape[1:]))
+        blocks, row = [], 0
+        for name in names:
+            comp = comps[name]
+            J = comp.shape[0]
+            c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
+            coord = dist.coordinate_of(name, comp).expand(M, *comp.shape).unsqueeze(-1)   # [M, J, *batch, 1]
+            block = points[row:row + 2 * M * J].view(2, M, J, *probe.shape[1:])
+            block[0] = dist.sample((M, J), generator)
+            block[1] = block[0] if self.coupled else dist.sample((M, J), generator)
+            block[0].scatter_(-1, coord, plus.unsqueeze(-1).to(points.dtype))
+            block[1].scatter_(-1, coord, minus.unsqueeze(-1).to(points.dtype))
+            blocks.append((name, row, comp, c, decompositions[name].sampled_side))
+            row += 2 * M * J
+        return MeasureValuedPlan(dist, points, M, blocks)
+
+
+class MeasureValuedPlan(Plan):
+    """Points ``[(+/−) × M × J]`` per parameter and the recipe of :class:`MeasureValued`."""
+
+    def __init__(self, dist: Family, points: Tensor, samples_per_dim: int,
+                 blocks: list[tuple[str, int, Tensor, Tensor, str | None]]) -> None:
+        self.dist, self.points, self.samples_per_dim, self.blocks = dist, points, samples_per_dim, blocks
+
+    def contributions(self, values: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per parameter: (components ``[J, *batch]``, per-sample terms ``c·(f⁺ − f⁻)`` ``[M, J, *batch]``)."""
+        M = self.samples_per_dim
+        out = {}
+        for name, row, comp, c, _ in self.blocks:
+            J = comp.shape[0]
+            fv = values[row:row + 2 * M * J].reshape(2, M, J, *values.shape[1:])
+            out[name] = (comp, c * (fv[0] - fv[1]))
+        return out
+
+    def _combine(self, values: Tensor) -> GradientEstimate:
+        values = values.detach()
+        dist, M = self.dist, self.samples_per_dim
+        grad, var, mask, sampled = {}, {}, {}, []
+        for name, (comp, h) in self.contributions(values).items():
+            n = dist.n_components(name)
+            shape = dist.param(name).shape
+            idx = comp.movedim(0, -1)                                     # [*batch, J]
+            flat = (*dist.batch_shape, n)
+            grad[name] = values.new_zeros(flat).scatter_(-1, idx, h.mean(0).movedim(0, -1)).reshape(shape)
+            var[name] = values.new_zeros(flat).scatter_(-1, idx, sample_variance(h).movedim(0, -1)).reshape(shape)
+            mask[name] = torch.zeros(flat, dtype=torch.bool).scatter_(-1, idx, True).reshape(shape)
+        for name, row, comp, _, side in self.blocks:
+            if side is not None:
+                J = comp.shape[0]
+                fv = values[row:row + 2 * M * J].reshape(2, M * J, *values.shape[1:])
+                sampled.append(fv[0 if side == "plus" else 1])
+        value = (torch.cat(sampled, 0).mean(0) if sampled
+                 else values.new_full(values.shape[1:], float("nan")))
+        estimated = None if all(bool(m.all()) for m in mask.values()) else mask
+        return GradientEstimate(grad, var, value, self.n_evals, values, estimated,
+                                info={"components": {name: comp for name, _, comp, _, _ in self.blocks}})
