@@ -1,0 +1,137 @@
+"""Estimator behaviour beyond unbiasedness: determinism, coupling, variance estimates, black-box use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import stochgrad as sg
+from cases import CASES, ESTIMATORS, PROBLEMS, Case, repeated_estimates
+
+T = torch.float64
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=[c.id for c in CASES[::3]])
+def test_same_seed_same_gradient(case: Case) -> None:
+    a = repeated_estimates(case, 50, seed=7)
+    b = repeated_estimates(case, 50, seed=7)
+    c = repeated_estimates(case, 50, seed=8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_plan_combine_equals_estimate_and_reports_evaluations(gen) -> None:
+    prob = PROBLEMS["normal"]
+    dist = prob.dist()
+    for name, make in ESTIMATORS.items():
+        est = make()
+        g1 = est.estimate(prob.f, dist, generator=torch.Generator().manual_seed(3))
+        plan = est.plan(dist, torch.Generator().manual_seed(3))
+        g2 = plan.combine(prob.f(plan.points))
+        assert g1.n_evals == g2.n_evals == plan.points.shape[0] == est.n_evals(dist), name
+        for k in g1.grad:
+            assert torch.equal(g1.grad[k], g2.grad[k]), name
+
+
+def test_n_evals_of_measure_valued_is_two_m_per_component() -> None:
+    dist = sg.Normal(torch.zeros(10), torch.ones(10))
+    assert sg.MeasureValued(3).n_evals(dist) == 2 * 3 * 20
+    assert sg.MeasureValued(3).n_evals(dist, params=("loc",)) == 2 * 3 * 10
+    assert sg.MeasureValued(1, dims=[1, 4]).n_evals(dist, params=("scale",)) == 4
+    cat = sg.Categorical(torch.zeros(4, 3))
+    assert sg.MeasureValued(1).n_evals(cat) == 2 * 12
+
+
+def _empirical_variance(case: Case, estimator: sg.Estimator, repeats: int = 4000) -> torch.Tensor:
+    return repeated_estimates(case, repeats, seed=11, estimator=estimator).var(0)
+
+
+@pytest.mark.parametrize("param", ["loc", "scale"])
+def test_coupled_mvd_has_lower_variance_than_uncoupled_on_the_normal(param: str) -> None:
+    """Equal evaluations (both 2·M per component): coupling the + and − points must cut the variance."""
+    case = Case("normal", param, "mvd", ESTIMATORS["mvd"])
+    coupled = _empirical_variance(case, sg.MeasureValued(2, coupled=True))
+    uncoupled = _empirical_variance(case, sg.MeasureValued(2, coupled=False))
+    assert (coupled < 0.5 * uncoupled).all(), (coupled, uncoupled)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.estimator in ("sf", "sf-antithetic", "mvd", "pathwise")],
+                         ids=lambda c: c.id)
+def test_reported_variance_matches_the_spread_of_repeated_estimates(case: Case) -> None:
+    prob = PROBLEMS[case.problem]
+    dist = prob.dist(copies=4000)
+    g = case.make().estimate(prob.f, dist, generator=torch.Generator().manual_seed(5), params=(case.param,))
+    empirical = g.grad[case.param].var(0)
+    reported = g.variance[case.param].mean(0)
+    ok = empirical < 1e-20
+    ratio = torch.where(ok, torch.ones_like(empirical), reported / empirical.clamp_min(1e-300))
+    assert ((ratio > 0.85) & (ratio < 1.15)).all(), (case.id, reported, empirical)
+
+
+def test_mvd_with_one_sample_per_dimension_reports_unknown_variance() -> None:
+    prob = PROBLEMS["normal"]
+    g = sg.MeasureValued(1).estimate(prob.f, prob.dist(), generator=torch.Generator().manual_seed(0))
+    assert torch.isnan(g.variance["loc"]).all()
+
+
+def test_baselines_remove_the_offset_of_f() -> None:
+    """Adding a constant to f inflates the plain score function's variance but not the baselined ones'."""
+    prob = PROBLEMS["normal"]
+    dist = prob.dist(copies=4000)
+
+    def var(est, offset):
+        g = est.estimate(lambda x: prob.f(x) + offset, dist, generator=torch.Generator().manual_seed(4))
+        return g.grad["loc"].var(0).sum()
+
+    assert var(sg.ScoreFunction(16), 10.0) > 20 * var(sg.ScoreFunction(16), 0.0)
+    for baseline in ("loo", "optimal"):
+        est = sg.ScoreFunction(16, baseline=baseline)
+        assert torch.allclose(var(est, 10.0), var(est, 0.0), rtol=1e-6)
+        assert var(est, 10.0) < 0.05 * var(sg.ScoreFunction(16), 10.0)
+
+
+class _NoAutograd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise AssertionError("a black-box estimator differentiated f")
+
+
+@pytest.mark.parametrize("name", [n for n in ESTIMATORS if n != "pathwise"])
+def test_black_box_estimators_never_differentiate_f(name: str) -> None:
+    prob = PROBLEMS["normal"]
+    loc = prob.params["loc"].clone().requires_grad_(True)
+    dist = sg.Normal(loc, prob.params["scale"])
+
+    def f(x):
+        assert not x.requires_grad
+        return _NoAutograd.apply(prob.f(x))
+
+    loss = sg.expectation(f, dist, ESTIMATORS[name](), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loc.grad is not None
+
+
+def test_serial_evaluator_gives_the_same_numbers_as_vectorized() -> None:
+    prob = PROBLEMS["normal"]
+    dist = prob.dist(copies=3)
+    for name, make in ESTIMATORS.items():
+        a = make().estimate(prob.f, dist, generator=torch.Generator().manual_seed(9))
+        b = make().estimate(lambda x: prob.f(x), dist, generator=torch.Generator().manual_seed(9),
+                            evaluator=sg.evaluators.Serial())
+        for k in a.grad:
+            assert torch.allclose(a.grad[k], b.grad[k], atol=1e-12), name
+
+
+def test_mvd_value_uses_the_side_distributed_as_p() -> None:
+    prob = PROBLEMS["normal"]
+    dist = prob.dist(copies=20000)
+    g = sg.MeasureValued(1).estimate(prob.f, dist, generator=torch.Generator().manual_seed(0))
+    exact = prob.exact(prob.params)
+    assert abs(float(g.value.mean()) - float(exact)) < 5 * float(g.value.std()) / 20000 ** 0.5
+    g_loc = sg.MeasureValued(1).estimate(prob.f, prob.dist(), generator=torch.Generator().manual_seed(0),
+                                         params=("loc",))
+    assert torch.isnan(g_loc.value)
