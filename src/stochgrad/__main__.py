@@ -1,0 +1,3 @@
+from stochgrad.cli import main
+
+raise SystemExit(main())

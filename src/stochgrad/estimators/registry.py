@@ -1,0 +1,114 @@
+"""Estimators by name, sized to a budget of evaluations: what the lab, the optimiser and the CLI use.
+
+``make_estimator("mvd", budget=40, dist=dist)`` returns the estimator of that kind that uses as many of the
+40 evaluations as it can (never more), so that estimators are compared at equal evaluations of f.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from stochgrad.distributions.base import Family
+from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.estimators.base import Estimator, resolve_params
+from stochgrad.estimators.measure_valued import MeasureValued
+from stochgrad.estimators.pathwise import Pathwise
+from stochgrad.estimators.score_function import ScoreFunction
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """How to build a named estimator for a budget.
+
+    Attributes:
+      name: registry name.
+      description: one line for ``--help`` and docs.
+      build: ``(budget, dist, params) -> Estimator`` using at most ``budget`` evaluations.
+      minimum: ``(dist, params) -> int``, the smallest budget it can work with.
+    """
+
+    name: str
+    description: str
+    build: Callable[[int, Family, tuple[str, ...]], Estimator]
+    minimum: Callable[[Family, tuple[str, ...]], int]
+
+
+def _components(dist: Family, params: tuple[str, ...]) -> int:
+    return sum(dist.n_components(p) for p in params)
+
+
+def _sf(baseline: str | None, antithetic: bool = False) -> tuple[Callable, Callable]:
+    unit = 2 if antithetic else 1
+
+    def build(budget, dist, params):
+        return ScoreFunction(budget - budget % unit, baseline=baseline, antithetic=antithetic)
+
+    return build, lambda dist, params: ScoreFunction.min_samples(baseline, antithetic)
+
+
+def _mvd(coupled: bool) -> tuple[Callable, Callable]:
+    def build(budget, dist, params):
+        return MeasureValued(max(1, budget // (2 * _components(dist, params))), coupled=coupled)
+
+    return build, lambda dist, params: 2 * _components(dist, params)
+
+
+_REGISTRY: dict[str, EstimatorSpec] = {}
+
+
+def register_estimator(name: str, description: str, build: Callable, minimum: Callable) -> None:
+    """Make an estimator available by name to the lab, the optimiser and the CLI."""
+    _REGISTRY[name] = EstimatorSpec(name, description, build, minimum)
+
+
+for _name, _desc, (_build, _min) in [
+    ("sf", "score function, no baseline", _sf(None)),
+    ("sf-mean", "score function, batch-mean baseline (biased by (N−1)/N)", _sf("mean")),
+    ("sf-loo", "score function, leave-one-out baseline (RLOO)", _sf("loo")),
+    ("sf-optimal", "score function, per-component optimal baseline from the other samples", _sf("optimal")),
+    ("sf-antithetic", "score function on antithetic pairs (x, 2μ − x), no baseline (OpenAI-ES style)",
+     _sf(None, True)),
+    ("sf-antithetic-loo", "score function on antithetic pairs, leave-one-pair-out baseline", _sf("loo", True)),
+    ("mvd", "coupled measure-valued derivative, M = budget // (2·components)", _mvd(True)),
+    ("mvd-uncoupled", "uncoupled measure-valued derivative", _mvd(False)),
+    ("pathwise", "pathwise (reparameterisation) gradient; f must be differentiable torch code",
+     (lambda budget, dist, params: Pathwise(budget), lambda dist, params: 1)),
+]:
+    register_estimator(_name, _desc, _build, _min)
+
+
+def estimator_names() -> list[str]:
+    """Every registered name, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> EstimatorSpec:
+    """The spec registered as ``name``; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"estimator: unknown name {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+
+
+def minimum_budget(name: str, dist: Family, params: Sequence[str] | None = None) -> int:
+    """The smallest number of evaluations estimator ``name`` can work with on ``dist``."""
+    return get_spec(name).minimum(dist, resolve_params(dist, params))
+
+
+def make_estimator(name: str, budget: int, dist: Family, params: Sequence[str] | None = None) -> Estimator:
+    """Estimator ``name`` using at most ``budget`` evaluations of f per estimate on ``dist``.
+
+    Raises:
+      InvalidArgumentError: unknown name (the message lists the valid ones).
+      BudgetError: ``budget`` is below the estimator's minimum (the message says the minimum).
+    """
+    spec = get_spec(name)
+    names = resolve_params(dist, params)
+    need = spec.minimum(dist, names)
+    if budget < need:
+        raise BudgetError(
+            f"budget: {name} needs at least {need} evaluations per estimate for {type(dist).__name__} with "
+            f"{_components(dist, names)} component(s) in {list(names)}; got {budget}")
+    return spec.build(budget, dist, names)

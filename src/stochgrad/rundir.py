@@ -1,0 +1,107 @@
+"""Run directories: checked before any work, written atomically, never left half-written.
+
+Every long command (compare, optimize, rl train, rlhf train) writes ``config.json``, metrics as JSON lines,
+plots and a summary into one directory. Files are replaced atomically (temporary file, then rename); JSON lines
+are appended one whole line at a time, and readers skip a torn last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stochgrad.errors import InvalidArgumentError
+
+
+def prepare_run_dir(path: str | Path, argument: str = "out") -> Path:
+    """Create ``path`` (and parents) and prove it is writable, before any work is done.
+
+    Raises:
+      InvalidArgumentError: naming ``argument`` and the reason, if the directory cannot be created or written.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"{argument}: cannot write the run directory {str(p)!r}: {exc.strerror or exc}") from None
+    return p
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record as one line (flushed), so a crash can at worst tear the last line."""
+    with Path(path).open("a") as fh:
+        fh.write(json.dumps(record, default=float) + "\n")
+        fh.flush()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records from a JSON-lines file; a torn last line from an interrupted write is ignored."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def truncate_jsonl(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` records of a JSON-lines file (used on resume to drop lines written after the
+    checkpoint being resumed from)."""
+    records = read_jsonl(path)[:keep]
+    atomic_write_text(Path(path), "".join(json.dumps(r, default=float) + "\n" for r in records))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file, then rename: the previous checkpoint survives any crash."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint without executing code (``weights_only=True``)."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
