@@ -24,7 +24,18 @@ from stochgrad.distributions import (
     register_weak_derivative,
 )
 from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError, StochgradError, UnsupportedError
-from stochgrad.estimators import Estimator, GradientEstimate, MeasureValued, Pathwise, Plan, ScoreFunction
+from stochgrad.estimators import (
+    CCMVD,
+    CCSF,
+    Auto,
+    Estimator,
+    GradientEstimate,
+    MeasureValued,
+    Pathwise,
+    Plan,
+    ScoreFunction,
+    min_variance_weight,
+)
 from stochgrad.expectation import expectation
 
 __version__ = "0.1.0"
@@ -32,6 +43,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
     "Uniform", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
-    "MeasureValued", "Pathwise", "expectation", "evaluators", "StochgradError", "InvalidArgumentError",
+    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "evaluators", "StochgradError", "InvalidArgumentError",
     "UnsupportedError", "BudgetError", "EvaluationError", "__version__",
 ]

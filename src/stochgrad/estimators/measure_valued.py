@@ -30,6 +30,7 @@ class MeasureValued(Estimator):
       dims: estimate only these components (flat indices into one copy's parameter, i.e. into ``D`` or
         ``D·K`` for Categorical logits), either shared ``[J]`` or per copy ``[*batch, J]``, or a dict from
         parameter name to such a spec. The other components get gradient 0 and ``estimated`` is False there.
+        A component listed m times gets m·M pairs (so ``dims`` can allocate samples unevenly).
 
     Example::
 
@@ -73,16 +74,11 @@ class MeasureValued(Estimator):
                 f"dims: component indices must be in [0, {n}) for {type(dist).__name__}.{name}; got "
                 f"{comp[(comp < 0) | (comp >= n)][:5].tolist()}")
         if comp.dim() == 1:
-            if comp.unique().numel() != comp.numel():
-                raise InvalidArgumentError(f"dims: component indices must be distinct; got {comp.tolist()}")
             return comp.reshape(-1, *([1] * len(batch))).expand(comp.shape[0], *batch)
         if tuple(comp.shape[:-1]) != tuple(batch):
             raise InvalidArgumentError(
                 f"dims: per-copy indices must be shaped [*batch_shape, J] = [{', '.join(map(str, batch))}, J]; "
                 f"got {list(comp.shape)}")
-        srt = comp.sort(-1).values
-        if bool((srt[..., 1:] == srt[..., :-1]).any()):
-            raise InvalidArgumentError("dims: component indices must be distinct within each copy")
         return comp.movedim(-1, 0)
 
     def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
@@ -139,11 +135,19 @@ class MeasureValuedPlan(Plan):
         for name, (comp, h) in self.contributions(values).items():
             n = dist.n_components(name)
             shape = dist.param(name).shape
-            idx = comp.movedim(0, -1)                                     # [*batch, J]
+            # Every (sample, listed component) is one contribution; a component listed m times has m·M.
+            idx = comp.expand(M, *comp.shape).reshape(-1, *comp.shape[1:]).movedim(0, -1)   # [*batch, M·J]
+            hh = h.reshape(-1, *h.shape[2:]).movedim(0, -1)                                   # [*batch, M·J]
             flat = (*dist.batch_shape, n)
-            grad[name] = values.new_zeros(flat).scatter_(-1, idx, h.mean(0).movedim(0, -1)).reshape(shape)
-            var[name] = values.new_zeros(flat).scatter_(-1, idx, sample_variance(h).movedim(0, -1)).reshape(shape)
-            mask[name] = torch.zeros(flat, dtype=torch.bool).scatter_(-1, idx, True).reshape(shape)
+            count = values.new_zeros(flat).scatter_add_(-1, idx, torch.ones_like(hh))
+            mean = values.new_zeros(flat).scatter_add_(-1, idx, hh) / count.clamp_min(1)
+            dev2 = (hh - mean.gather(-1, idx)) ** 2
+            ss = values.new_zeros(flat).scatter_add_(-1, idx, dev2)
+            v = torch.where(count >= 2, ss / (count - 1).clamp_min(1) / count.clamp_min(1),
+                            torch.where(count > 0, torch.nan, 0.0))
+            grad[name] = mean.reshape(shape)
+            var[name] = v.reshape(shape)
+            mask[name] = (count > 0).reshape(shape)
         for name, row, comp, _, side in self.blocks:
             if side is not None:
                 J = comp.shape[0]

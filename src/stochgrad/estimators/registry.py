@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from stochgrad.distributions.base import Family
 from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.estimators.auto import Auto
 from stochgrad.estimators.base import Estimator, resolve_params
+from stochgrad.estimators.hybrid import CCMVD, CCSF
 from stochgrad.estimators.measure_valued import MeasureValued
 from stochgrad.estimators.pathwise import Pathwise
 from stochgrad.estimators.score_function import ScoreFunction
@@ -54,6 +56,22 @@ def _mvd(coupled: bool) -> tuple[Callable, Callable]:
     return build, lambda dist, params: 2 * _components(dist, params)
 
 
+def _hybrid(cls: type) -> tuple[Callable, Callable]:
+    """Half the budget to the score function (N pairs), half to K components per parameter with M = 1 (CCSF
+    takes M = 2 when K = 1, since its second score function needs two pairs for its baseline)."""
+    second_min = 4 if cls is CCSF else 2
+
+    def build(budget, dist, params):
+        P = len(params)
+        J = min(dist.n_components(p) for p in params)
+        k = max(1, min(J, (budget // 2) // (2 * P)))
+        m = 2 if cls is CCSF and k == 1 else 1
+        n = (budget - 2 * m * k * P) // 2
+        return cls(n_samples=n, samples_per_dim=m, k=k)
+
+    return build, lambda dist, params: 4 + second_min * len(params)
+
+
 _REGISTRY: dict[str, EstimatorSpec] = {}
 
 
@@ -74,6 +92,11 @@ for _name, _desc, (_build, _min) in [
     ("mvd-uncoupled", "uncoupled measure-valued derivative", _mvd(False)),
     ("pathwise", "pathwise (reparameterisation) gradient; f must be differentiable torch code",
      (lambda budget, dist, params: Pathwise(budget), lambda dist, params: 1)),
+    ("ccmvd", "convex-combined MVD: score function (N pairs, half the budget) + MVD on the K noisiest components",
+     _hybrid(CCMVD)),
+    ("ccsf", "CCMVD's control: the same split, a second score function instead of MVD", _hybrid(CCSF)),
+    ("auto", "budget-aware split between score function and per-component MVD by predicted MSE",
+     (lambda budget, dist, params: Auto(budget), lambda dist, params: Auto.minimum_budget(dist, params))),
 ]:
     register_estimator(_name, _desc, _build, _min)
 

@@ -23,6 +23,14 @@ from stochgrad.lab.functions import BenchmarkFunction
 
 #: Points × coordinates per chunk of repeats (about 64 MB of float64 points).
 CHUNK_ELEMENTS = 8_000_000
+#: Estimates a stateful estimator (CCMVD, CCSF, Auto: running variances) makes at the same point before it is
+#: measured, as it would have made at nearby points in an optimiser; their evaluations are not counted.
+WARMUP = 20
+
+
+def is_stateful(estimator: Estimator) -> bool:
+    """Whether the estimator keeps running statistics between estimates (it has ``reset``)."""
+    return callable(getattr(estimator, "reset", None))
 
 
 @dataclass
@@ -60,9 +68,14 @@ class Problem:
         return torch.cat([{"loc": g_loc, "scale": g_scale}[p] for p in self.params])
 
 
-def repeated_estimates(estimator: Estimator, problem: Problem, repeats: int,
-                       generator: torch.Generator) -> tuple[Tensor, int, float]:
-    """``repeats`` independent estimates ``[R, P·D]``, the evaluations per estimate, and seconds per estimate."""
+def repeated_estimates(estimator: Estimator, problem: Problem, repeats: int, generator: torch.Generator,
+                       warmup: int | None = None) -> tuple[Tensor, int, float]:
+    """``repeats`` independent estimates ``[R, P·D]``, the evaluations per estimate, and seconds per estimate.
+
+    A stateful estimator is reset and then warmed up with ``warmup`` (default :data:`WARMUP`) uncounted
+    estimates on each chunk of copies; every copy keeps its own statistics, so the repeats stay independent.
+    """
+    warmup = (WARMUP if warmup is None else warmup) if is_stateful(estimator) else 0
     per_copy = estimator.n_evals(problem.dist(), problem.params) * problem.dim
     chunk = max(1, min(repeats, CHUNK_ELEMENTS // max(per_copy, 1)))
     out, n_evals, elapsed = [], 0, 0.0
@@ -70,6 +83,10 @@ def repeated_estimates(estimator: Estimator, problem: Problem, repeats: int,
     while done < repeats:
         r = min(chunk, repeats - done)
         dist = problem.dist(copies=r)
+        if warmup:
+            estimator.reset()
+            for _ in range(warmup):
+                estimator.estimate(problem.function, dist, generator=generator, params=problem.params)
         t0 = time.perf_counter()
         g = estimator.estimate(problem.function, dist, generator=generator, params=problem.params)
         elapsed += time.perf_counter() - t0
@@ -130,6 +147,7 @@ def measure(estimator_name: str, problem: Problem, budget: int, repeats: int, se
         "function": problem.function.name, "dim": problem.dim, "scale": float(problem.scale.mean()),
         "params": ",".join(problem.params), "estimator": estimator_name, "budget": budget, "n_evals": n_evals,
         "repeats": repeats, "seed": seed, "grad_norm": float(exact.norm()),
+        "warmup": WARMUP if is_stateful(est) else 0,
     }
     record.update(quality(estimates, exact))
     record["seconds_per_estimate"] = seconds
