@@ -114,7 +114,7 @@ def test_ccmvd_reduces_variance_on_chosen_components_where_ccsf_does_not() -> No
         err_h = (g.grad["loc"] - exact).pow(2).gather(-1, comps).mean()
         err_sf = (sf.grad["loc"] - exact).pow(2).gather(-1, comps).mean()
         ratios[cls.__name__] = float(err_h / err_sf)
-    assert ratios["CCMVD"] < 0.5, ratios
+    assert ratios["CCMVD"] < 0.6, ratios
     assert ratios["CCSF"] > 0.8, ratios
 
 

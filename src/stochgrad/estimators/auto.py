@@ -44,17 +44,18 @@ from stochgrad.estimators.score_function import ScoreFunction
 F64 = torch.float64
 
 
-def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int, iters: int = 60) -> Tensor:
+def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 50) -> Tensor:
     """Integer MVD pairs per component minimising Σ h_j(m_j) with Σ m_j = total, per copy.
 
     Args:
       A: score-function variance per component at the chosen n, ``[*batch, J]`` (``inf`` where there is none).
       b: per-pair MVD variance, ``[*batch, J]`` (> 0).
       lower: least pairs per component (0 or 1), ``[*batch, J]``; ``Σ lower <= total``.
-      total: pairs to hand out per copy.
+      total: pairs to hand out per copy (an int, or an int tensor broadcastable to ``[*batch]``).
     Returns:
       ``[*batch, J]`` int64 counts summing to ``total`` in every copy.
     """
+    total = torch.as_tensor(total).expand(A.shape[:-1]).to(F64)
     sqrt_b = b.sqrt()
     # b/A: the score function's head start; A = 0 (the score function is exact) means no pairs at all.
     offset = torch.where(torch.isfinite(A), b / A.clamp_min(1e-300), torch.zeros_like(b))
@@ -75,7 +76,7 @@ def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int, iters: int = 60)
         lo = torch.where(over, lo, mid)
     m = alloc(lo)
     base = torch.maximum(m.floor(), lower).long()
-    left = total - base.sum(-1, keepdim=True)                                  # >= 0 since Σ alloc(lo) <= total
+    left = total.long().unsqueeze(-1) - base.sum(-1, keepdim=True)            # >= 0 since Σ alloc(lo) <= total
     frac = (m - base).clamp_min(0) + 1e-9 * sqrt_b / sqrt_b.sum(-1, keepdim=True).clamp_min(1e-300)
     order = frac.argsort(-1, descending=True)
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order))
@@ -163,21 +164,14 @@ class Auto(StatsMixin, Estimator):
 
     # -- deciding ----------------------------------------------------------------------------------------
     def _mvd_variance(self, name: str) -> Tensor:
-        """Running per-pair MVD variance; components never measured borrow the median MVD/SF ratio."""
+        """Running per-pair MVD variance ``[*batch, J]`` (> 0); unknown components borrow the pooled ratio, or
+        the score function's per-sample variance before there is any."""
         st = self._stats[name]
-        known = st.second.known
         a = st.first.value.to(F64)
-        value = st.second.value.to(F64)
-        if st.first.known.any():
-            floor = 1e-9 * a.clamp_min(0)
-        else:
-            floor = torch.zeros_like(value)
-        value = torch.maximum(value, floor).clamp_min(1e-300)
-        ratio = torch.where(known & (a > 0), value / a.clamp_min(1e-300), torch.nan)
-        med = ratio.nanmedian(-1, keepdim=True).values
-        med = torch.where(torch.isfinite(med), med, torch.ones_like(med))
-        fill = torch.where(a > 0, a * med, value.clamp_min(1.0))
-        return torch.where(known, value, fill)
+        v = st.second_variance().to(F64)
+        fallback = torch.where(a > 0, a, torch.ones_like(a))
+        v = torch.where(torch.isfinite(v) & st.second_known, v, fallback)
+        return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
 
     def _allocate(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
                   n: int, S: int, generator: torch.Generator | None) -> tuple[float, dict[str, Tensor]]:
@@ -217,9 +211,11 @@ class Auto(StatsMixin, Estimator):
         B = self.budget
         J = {p: dist.n_components(p) for p in names}
         known = all(bool(self._stats[p].first.known.all()) for p in sf_names) and \
-            all(bool(self._stats[p].second.known.any()) for p in mvd_names)
+            all(bool(self._stats[p].second_known.any()) for p in mvd_names)
         if not known:
             return self._first_split(dist, names, sf_names, mvd_names, generator)
+        if len(mvd_names) == 1 and len(names) == 1:
+            return self._decide_one(dist, names[0], bool(sf_names), generator)
         best = (math.inf, 0, {})
         for n in _grid(B):
             if n == 0 and (len(sf_names) != len(names) or set(mvd_names) != set(names)):
@@ -243,6 +239,27 @@ class Auto(StatsMixin, Estimator):
         self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
                               "predicted_mse": cost}
         return n, counts
+
+    def _decide_one(self, dist: Family, p: str, has_sf: bool,
+                    generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
+        """The common case, one parameter: every candidate n at once."""
+        B = self.budget
+        ns = [n for n in _grid(B) if (n == 0 or has_sf) and (n > 0 or (B // 2) >= dist.n_components(p))]
+        n_t = torch.tensor(ns, dtype=F64).reshape(-1, *([1] * (len(dist.batch_shape) + 1)))    # [G, 1.., 1]
+        a = self._stats[p].first.value.to(F64)
+        b = self._mvd_variance(p)
+        A = torch.where(n_t > 0, a / n_t.clamp_min(1), torch.full_like(n_t, math.inf)).expand(len(ns), *a.shape)
+        lower = torch.isinf(A).to(F64)
+        S = torch.tensor([(B - n) // 2 for n in ns]).reshape(-1, *([1] * len(dist.batch_shape)))
+        counts = water_fill(A, b.expand_as(A), lower, S)
+        cost = predicted_mse(A, b.expand_as(A), counts).reshape(len(ns), -1).mean(-1)
+        i = int(cost.argmin())
+        n, chosen = ns[i], counts[i]
+        out = {p: chosen}
+        if n > 0 and self.explore > 0:
+            out = self._explore(out, generator)
+        self.last_decision = {"n_sf": n, "pairs": {p: (B - n) // 2}, "predicted_mse": float(cost[i])}
+        return n, out
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
         """Move ``explore`` of each parameter's pairs from the most-served components to random ones."""
@@ -316,7 +333,7 @@ class Auto(StatsMixin, Estimator):
                 A = st.first.value.to(F64) / n
                 B = self._mvd_variance(p) / counts[p].clamp_min(1)
                 w = min_variance_weight(A, B)
-                known = st.first.known & st.second.known
+                known = st.first.known & st.second_known
                 weights_a[p] = torch.where(known, w, torch.full_like(w, 0.5))
         sf_plan = ScoreFunction(n, baseline="loo").plan(dist, generator, sf_names) if n >= 2 else None
         dims = {p: slots(c) for p, c in counts.items()}
@@ -373,4 +390,8 @@ class AutoPlan(Plan):
             c = self.counts[p]
             b = _flat(g2.grad[p], dist, p)
             vb = _flat(g2.variance[p], dist, p) * c          # per pair (NaN where a component had one pair)
-            self.owner._stats[p].update(first, c > 0, b, vb, counts=c)
+            if has_sf:
+                self.owner._stats[p].update(first, c > 0, b, vb, first=_flat(g1.grad[p], dist, p),
+                                            first_est_var=_flat(g1.variance[p], dist, p), unit=c)
+            else:
+                self.owner._stats[p].update(None, c > 0, b, vb)

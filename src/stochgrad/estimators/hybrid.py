@@ -138,14 +138,13 @@ class _HybridPlan(Plan):
         self.owner, self.dist, self.names, self.comps, self.first, self.second = owner, dist, names, comps, first, second
         self.points = torch.cat([first.points, second.points.to(first.points.dtype)], 0)
         self._weights_from_history = {n: self._running_weight(n) for n in names}
-        self._second_var_from_history = {n: owner._stats[n].second.value.clone() for n in names}
+        self._second_var_from_history = {n: owner._stats[n].second_variance() for n in names}
 
     def _running_weight(self, name: str) -> Tensor:
         """Weights from earlier estimates only (½ where there is no history)."""
         stats = self.owner._stats[name]
-        v_sf, v_2 = stats.first, stats.second
-        w = min_variance_weight(v_sf.value, v_2.value)
-        return torch.where(v_sf.known & v_2.known, w, torch.full_like(w, 0.5))
+        w = min_variance_weight(stats.first.value, stats.second_variance())
+        return torch.where(stats.first.known & stats.second_known, w, torch.full_like(w, 0.5))
 
     def _combine(self, values: Tensor) -> GradientEstimate:
         values = values.detach()
@@ -171,7 +170,7 @@ class _HybridPlan(Plan):
             var[name] = out_var.reshape(dist.param(name).shape)
             weights[name] = w
             chosen = torch.zeros_like(va, dtype=torch.bool).scatter_(-1, idx, True)
-            self.owner._stats[name].update(va, chosen, b, vb)
+            self.owner._stats[name].update(va, chosen, b, vb, first=a, first_est_var=va)
         value = g1.value
         info = {"components": self.comps, "weight_sf": weights, "first": g1, "second": g2}
         return GradientEstimate(grad, var, value, self.n_evals, values, None, info)

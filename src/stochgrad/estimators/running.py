@@ -44,36 +44,58 @@ class ComponentStats:
     """Running variances of two estimators of one parameter's components, ``[*batch, J]`` each.
 
     ``first``: the variance of the always-run estimator (the score function), from its own samples.
-    ``second``: the variance of the estimator run on chosen components (MVD or a second score function), from
-    its own samples when it has several, otherwise from successive estimates of the same component,
-    ``E (b_t − b_s)² = σ²(1/m_t + 1/m_s)`` for independent estimates from m_t and m_s samples whose mean moves
-    slowly. (The difference to the
-    score-function estimate would do too, ``E (b − a)² = σ²_b + σ²_a``, but it buries a small σ²_b under a large
-    σ²_a.)
+    ``second``: the variance of the estimator run on chosen components (MVD or a second score function):
+
+    - from its own samples wherever it had several (``second_own``, per component);
+    - where it had one sample, from its difference to the independent first estimate in the same step,
+      ``E (b − a)² = σ²_b + σ²_a``: one such observation buries a small σ²_b under a large σ²_a, so these are
+      pooled over the components of a copy into a ratio ``σ²_b / σ²_a`` (``ratio``) and
+      ``σ²_b,j ≈ ratio · σ²_a,j`` is used for components without their own estimate.
+
+    Nothing uses differences between steps: the gradient moves between steps of an optimiser, and that drift
+    would be mistaken for variance.
     """
 
     def __init__(self, shape: torch.Size, decay: float, dtype: torch.dtype) -> None:
         self.first = Ema(shape, decay, dtype)
-        self.second = Ema(shape, decay, dtype)
-        self.last = torch.zeros(shape, dtype=dtype)
-        self.last_count = torch.ones(shape, dtype=dtype)
-        self.has_last = torch.zeros(shape, dtype=torch.bool)
+        self.second_own = Ema(shape, decay, dtype)
+        self.ratio_num = Ema(shape[:-1], decay, dtype)
+        self.ratio_den = Ema(shape[:-1], decay, dtype)
 
     @property
     def shape(self) -> torch.Size:
         return self.first.value.shape
 
-    def update(self, first_var: Tensor | None, chosen: Tensor | None, second: Tensor | None,
-               second_var: Tensor | None, counts: Tensor | None = None) -> None:
+    @property
+    def ratio(self) -> Tensor:
+        """Pooled σ²_second / σ²_first per copy, ``[*batch, 1]`` (NaN before any observation)."""
+        r = self.ratio_num.value / self.ratio_den.value.clamp_min(1e-300)
+        r = torch.where(self.ratio_num.known & (self.ratio_den.value > 0), r, torch.nan)
+        return r.clamp_min(0).unsqueeze(-1)
+
+    @property
+    def second_known(self) -> Tensor:
+        """Where a second-estimator variance is available, ``[*batch, J]``."""
+        return self.second_own.known | (self.ratio_num.known & self.first.known.all(-1)).unsqueeze(-1)
+
+    def second_variance(self) -> Tensor:
+        """σ²_second per component: its own running estimate where there is one, else ratio · σ²_first."""
+        pooled = self.ratio * self.first.value
+        return torch.where(self.second_own.known, self.second_own.value, pooled)
+
+    def update(self, first_var: Tensor | None, chosen: Tensor | None = None, second: Tensor | None = None,
+               second_var: Tensor | None = None, first: Tensor | None = None, first_est_var: Tensor | None = None,
+               unit: Tensor | float = 1.0) -> None:
         """Fold in one estimate.
 
         Args:
-          first_var: the first estimator's variance estimate, ``[*batch, J]`` (None if it did not run).
-          chosen: mask of the components the second estimator ran on (None if it did not run).
-          second: its estimates there, ``[*batch, J]`` (other entries ignored).
-          second_var: its own variance estimates, in the units tracked (NaN where it had one sample).
-          counts: samples behind each of ``second``'s estimates when the tracked unit is one sample (an
-            estimate from m samples then has variance σ²/m); None when the tracked unit is the estimate.
+          first_var: the first estimator's variance, in the tracked unit, ``[*batch, J]`` (None: it did not run).
+          chosen: mask of the components the second estimator ran on (None: it did not run).
+          second: its estimates, ``[*batch, J]``.
+          second_var: its own variance estimates in the tracked unit (NaN where it had one sample).
+          first: the first estimator's estimates in the same step (for the pooled ratio).
+          first_est_var: the first estimator's variance *of this estimate* (not in the tracked unit).
+          unit: multiplies a variance of ``second``'s estimate into the tracked unit (pairs behind it, or 1).
         """
         if first_var is not None:
             self.first.update(first_var)
@@ -81,25 +103,25 @@ class ComponentStats:
             return
         own = second_var if second_var is not None else torch.full_like(second, float("nan"))
         has_own = chosen & torch.isfinite(own)
-        self.second.update(own, has_own)
-        m = torch.ones_like(second) if counts is None else counts.to(second.dtype).clamp_min(1)
-        successive = (second - self.last) ** 2 / (1 / m + 1 / self.last_count)
-        self.second.update(successive, chosen & ~has_own & self.has_last)
-        self.last = torch.where(chosen, second, self.last)
-        self.last_count = torch.where(chosen, m, self.last_count)
-        self.has_last = self.has_last | chosen
+        self.second_own.update(own, has_own)
+        if first is None or first_var is None:
+            return
+        single = chosen & ~has_own
+        obs = ((second - first) ** 2 - first_est_var) * unit          # E = σ²_second (tracked unit)
+        obs = torch.where(single & torch.isfinite(obs), obs, torch.zeros_like(obs))
+        den = torch.where(single, first_var, torch.zeros_like(first_var))
+        any_single = single.any(-1)
+        self.ratio_num.update(obs.sum(-1), any_single)
+        self.ratio_den.update(den.sum(-1), any_single)
 
     def state_dict(self) -> dict:
-        return {"first": self.first.state_dict(), "second": self.second.state_dict(), "last": self.last.clone(),
-                "last_count": self.last_count.clone(), "has_last": self.has_last.clone()}
+        return {k: getattr(self, k).state_dict() for k in ("first", "second_own", "ratio_num", "ratio_den")}
 
     @classmethod
     def from_state_dict(cls, state: dict, decay: float) -> ComponentStats:
-        out = cls(state["last"].shape, decay, state["last"].dtype)
-        out.first.load_state_dict(state["first"])
-        out.second.load_state_dict(state["second"])
-        out.last, out.has_last = state["last"].clone(), state["has_last"].clone()
-        out.last_count = state["last_count"].clone()
+        out = cls(state["first"]["value"].shape, decay, state["first"]["value"].dtype)
+        for k in ("first", "second_own", "ratio_num", "ratio_den"):
+            getattr(out, k).load_state_dict(state[k])
         return out
 
 

@@ -1,0 +1,108 @@
+"""``minimize``: run a :class:`SearchGradient` until a budget, a target value or a time limit."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from stochgrad.errors import InvalidArgumentError
+from stochgrad.estimators.base import Estimator, Evaluator
+from stochgrad.optim.search import SearchGradient
+
+
+@dataclass
+class MinimizeResult:
+    """What :func:`minimize` found.
+
+    Attributes:
+      x: the best point evaluated, ``[D]``.
+      fun: f at ``x``.
+      n_evals: evaluations of f used.
+      n_steps: gradient steps taken.
+      loc: the final mean of the search distribution.
+      stop: why it stopped: "budget", "target", "time" or "callback".
+      history: one dict per step: step, n_evals, best_f, mean_f (mean of f over the step's points), sigma (mean
+        scale), seconds.
+    """
+
+    x: Tensor
+    fun: float
+    n_evals: int
+    n_steps: int
+    loc: Tensor
+    stop: str
+    history: list[dict] = field(default_factory=list)
+
+
+def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, budget: int,
+             estimator: Estimator | str = "auto", target: float | None = None, time_limit: float | None = None,
+             evaluator: Evaluator | None = None, progress: bool = False,
+             callback: Callable[[SearchGradient, dict], bool | None] | None = None,
+             optimizer: SearchGradient | None = None, **options) -> MinimizeResult:
+    """Minimise a black-box ``f`` with search gradients.
+
+    Args:
+      f: batched ``[n, D] -> [n]`` (or what ``evaluator`` expects, e.g. a function of one point with
+        ``evaluators.Serial()`` or ``evaluators.ProcessPool``).
+      x0: initial point ``[D]``.
+      sigma0: initial search scale.
+      budget: the most evaluations of f to use (a step that would exceed it is not taken).
+      estimator: an estimator or registry name (default "auto").
+      target: stop as soon as a value <= target is seen.
+      time_limit: stop after this many seconds (checked between steps).
+      evaluator: how to evaluate f (vectorised by default).
+      progress: show a progress bar over evaluations.
+      callback: called after every step with (optimizer, history row); returning True stops.
+      optimizer: continue this :class:`SearchGradient` (e.g. restored from a checkpoint) instead of a new one.
+      **options: passed to :class:`SearchGradient` (popsize, optimizer, lr, learn_scale, sigma_decay,
+        fitness_shaping, seed, ...).
+
+    Example::
+
+        res = minimize(lambda x: (x ** 2).sum(-1), torch.ones(10), 0.3, budget=5000, target=1e-6)
+        res.x, res.fun, res.n_evals
+    """
+    if not isinstance(budget, int) or budget < 1:
+        raise InvalidArgumentError(f"budget: need a positive number of evaluations; got {budget!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise InvalidArgumentError(f"time_limit: must be > 0 seconds; got {time_limit}")
+    opt = optimizer if optimizer is not None else SearchGradient(x0, sigma0, estimator=estimator, **options)
+    history: list[dict] = []
+    start = time.perf_counter()
+    stop = "budget"
+    bar = tqdm(total=budget, initial=min(opt.n_evals, budget), unit="eval", disable=not progress,
+               dynamic_ncols=True, desc="optimize")
+    try:
+        while True:
+            if target is not None and opt.best_f <= target:
+                stop = "target"
+                break
+            if time_limit is not None and time.perf_counter() - start >= time_limit:
+                stop = "time"
+                break
+            points = opt.ask()
+            if opt.n_evals + points.shape[0] > budget:
+                opt._pending = None
+                stop = "budget"
+                break
+            values = f(points) if evaluator is None else evaluator(f, points)
+            opt.tell(values)
+            row = {"step": opt.n_steps, "n_evals": opt.n_evals, "best_f": opt.best_f,
+                   "mean_f": float(torch.as_tensor(values, dtype=torch.float64).mean()),
+                   "sigma": float(opt.scale.mean()), "seconds": time.perf_counter() - start}
+            history.append(row)
+            bar.update(points.shape[0])
+            bar.set_postfix(best=f"{opt.best_f:.4g}", sigma=f"{row['sigma']:.2g}", refresh=False)
+            if callback is not None and callback(opt, row):
+                stop = "callback"
+                break
+    finally:
+        bar.close()
+    return MinimizeResult(opt.best_x.clone(), opt.best_f if math.isfinite(opt.best_f) else math.nan, opt.n_evals,
+                          opt.n_steps, opt.loc.detach().clone(), stop, history)
