@@ -76,6 +76,69 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_optimize(sub: argparse._SubParsersAction) -> None:
+    from stochgrad.estimators.registry import estimator_names
+    from stochgrad.lab.functions import FUNCTIONS
+
+    p = sub.add_parser(
+        "optimize", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="minimise a test function with search gradients (any estimator)",
+        description=(
+            "Minimise a test function with a search-gradient optimiser: a Normal search distribution N(loc,\n"
+            "sigma^2) whose loc follows the estimated gradient of E f through a torch optimiser. Writes a run\n"
+            "directory: config.json, history.jsonl (one line per step), checkpoint.pt, plots/convergence.png,\n"
+            "summary.md. --resume continues an interrupted run from its last checkpoint.\n\n"
+            "functions:  " + ", ".join(FUNCTIONS) + "\nestimators: " + ", ".join(estimator_names())),
+        epilog="example: stochgrad optimize --function rastrigin --dim 100 --estimator auto --budget 200000 "
+               "--out runs/rast100")
+    p.add_argument("--function", default="rastrigin", help="test function (default: rastrigin)")
+    p.add_argument("--dim", type=int, default=10, help="dimension D (default: 10)")
+    p.add_argument("--estimator", default="auto", help="gradient estimator by name (default: auto)")
+    p.add_argument("--budget", type=int, default=20000, help="evaluations of f in total (default: 20000)")
+    p.add_argument("--popsize", type=int, default=None,
+                   help="evaluations per step (default: 2*D, at least 8)")
+    p.add_argument("--sigma0", type=float, default=None,
+                   help="initial search scale (default: 0.1 x the function's domain half-width)")
+    p.add_argument("--x0", type=float, default=None,
+                   help="initial value of every coordinate (default: a quarter of the domain half-width)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: sigma0)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="torch optimiser (default: adam)")
+    p.add_argument("--learn-scale", action="store_true", help="learn log(sigma) from the scale gradient")
+    p.add_argument("--sigma-decay", type=float, default=0.995,
+                   help="multiply sigma by this after every step when it is not learned (default: 0.995)")
+    p.add_argument("--lr-decay", type=float, default=1.0,
+                   help="multiply the learning rate by this after every step (default: 1, fixed)")
+    p.add_argument("--min-sigma", type=float, default=1e-8, help="lower bound on sigma (default: 1e-8)")
+    p.add_argument("--fitness-shaping", default="none", choices=["none", "centered-ranks"],
+                   help="replace f by centred ranks within each step (default: none)")
+    p.add_argument("--target", type=float, default=None, help="stop once a value <= target is seen")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random number (default: 0)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (default: 50)")
+    p.add_argument("--out", default="runs/optimize", help="run directory (default: runs/optimize)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (its saved settings are used; "
+                        "--budget may be raised)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_optimize)
+
+
+def _run_optimize(args: argparse.Namespace) -> int:
+    from stochgrad.optim.run import OptimizeConfig, run_optimize
+
+    config = OptimizeConfig(
+        function=args.function, dim=args.dim, estimator=args.estimator, budget=args.budget, popsize=args.popsize,
+        sigma0=args.sigma0, x0=args.x0, lr=args.lr, optimizer=args.optimizer, learn_scale=args.learn_scale,
+        sigma_decay=args.sigma_decay, lr_decay=args.lr_decay, min_sigma=args.min_sigma, fitness_shaping=args.fitness_shaping,
+        target=args.target, time_limit=args.time_limit, seed=args.seed, checkpoint_every=args.checkpoint_every)
+    result, run_dir = run_optimize(config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"best f {result.fun:.6g} after {result.n_evals} evaluations ({result.n_steps} steps, stopped by "
+          f"{result.stop})")
+    print(f"run directory: {run_dir}")
+    print(f"plot:          {run_dir / 'plots' / 'convergence.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stochgrad", description="Gradients of expectations of black-box functions: estimators, the "
@@ -83,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_compare(sub)
+    _add_optimize(sub)
     return parser
 
 

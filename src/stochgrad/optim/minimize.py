@@ -86,11 +86,10 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
             if time_limit is not None and time.perf_counter() - start >= time_limit:
                 stop = "time"
                 break
-            points = opt.ask()
-            if opt.n_evals + points.shape[0] > budget:
-                opt._pending = None
+            if opt.n_evals + opt.next_evals() > budget:
                 stop = "budget"
                 break
+            points = opt.ask()
             values = f(points) if evaluator is None else evaluator(f, points)
             opt.tell(values)
             row = {"step": opt.n_steps, "n_evals": opt.n_evals, "best_f": opt.best_f,

@@ -8,6 +8,7 @@ step are the estimator's budget.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -39,12 +40,15 @@ class SearchGradient:
       sigma0: initial standard deviation (a float, or ``[D]``), > 0.
       estimator: an :class:`~stochgrad.Estimator`, or a registry name (``"auto"``, ``"mvd"``,
         ``"sf-antithetic"``, …) sized to ``popsize`` evaluations per step.
-      popsize: evaluations of f per step when ``estimator`` is a name (default: 2·D, at least 8).
+      popsize: evaluations of f per step when ``estimator`` is a name (default: 2·D per learned parameter, at
+        least 8: what coupled MVD needs for one pair per component).
       optimizer: ``"adam"``, ``"sgd"``, or a callable ``params -> torch.optim.Optimizer``.
       lr: learning rate of the optimiser (default: ``sigma0``).
       learn_scale: also learn log(scale) from the scale gradient (with ``scale_lr``, default ``lr/σ0 · 0.1``
         in log space); otherwise scale follows ``sigma_decay``.
       sigma_decay: multiplies the scale after each step when it is not learned (1 keeps it fixed).
+      lr_decay: multiplies the learning rate after each step (1 keeps it fixed); Adam's steps do not shrink
+        with the gradient, so a decaying scale usually wants a decaying learning rate too.
       min_sigma: the scale never goes below this.
       fitness_shaping: ``"none"`` or ``"centered-ranks"`` (see :mod:`stochgrad.optim.shaping`).
       maximize: maximise f instead.
@@ -62,7 +66,7 @@ class SearchGradient:
     def __init__(self, x0: Tensor, sigma0: float | Tensor, estimator: Estimator | str = "auto",
                  popsize: int | None = None, optimizer: str | Callable = "adam", lr: float | None = None,
                  learn_scale: bool = False, scale_lr: float | None = None, sigma_decay: float = 1.0,
-                 min_sigma: float = 1e-12, fitness_shaping: str = "none", maximize: bool = False,
+                 lr_decay: float = 1.0, min_sigma: float = 1e-12, fitness_shaping: str = "none", maximize: bool = False,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
         x0 = torch.as_tensor(x0, dtype=dtype).detach().clone()
         if x0.dim() != 1 or x0.numel() == 0:
@@ -76,13 +80,16 @@ class SearchGradient:
             raise InvalidArgumentError(f"fitness_shaping: got {fitness_shaping!r}; choose one of {list(SHAPINGS)}")
         if not 0 < sigma_decay <= 1:
             raise InvalidArgumentError(f"sigma_decay: must be in (0, 1]; got {sigma_decay}")
+        if not 0 < lr_decay <= 1:
+            raise InvalidArgumentError(f"lr_decay: must be in (0, 1]; got {lr_decay}")
+        self.lr_decay = lr_decay
         self.dim = x0.numel()
         self.loc = x0.requires_grad_(True)
         self.log_scale = sigma.log().requires_grad_(learn_scale)
         self.learn_scale, self.sigma_decay, self.min_sigma = learn_scale, sigma_decay, min_sigma
         self.fitness_shaping, self.maximize = fitness_shaping, maximize
         self.params = ("loc", "scale") if learn_scale else ("loc",)
-        self.popsize = popsize if popsize is not None else max(8, 2 * self.dim)
+        self.popsize = popsize if popsize is not None else max(8, 2 * self.dim * len(self.params))
         if isinstance(estimator, str):
             self.estimator_name = estimator
             estimator = make_estimator(estimator, self.popsize, self.distribution(), self.params)
@@ -119,6 +126,10 @@ class SearchGradient:
         return Normal(self.loc.detach(), self.scale)
 
     # -- ask / tell ---------------------------------------------------------------------------------------
+    def next_evals(self) -> int:
+        """Evaluations the next ``ask`` will request (without drawing anything)."""
+        return self.estimator.n_evals(self.distribution(), self.params)
+
     def ask(self) -> Tensor:
         """The points to evaluate next, ``[n, D]`` (n = the estimator's evaluations per step)."""
         if self._pending is not None:
@@ -149,6 +160,9 @@ class SearchGradient:
             if not self.learn_scale and self.sigma_decay < 1:
                 self.log_scale.add_(math.log(self.sigma_decay))
             self.log_scale.clamp_(min=math.log(self.min_sigma))
+        if self.lr_decay < 1:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.lr_decay
         self.n_evals += g.n_evals
         self.n_steps += 1
         i = int(raw.argmax() if self.maximize else raw.argmin())
@@ -164,7 +178,7 @@ class SearchGradient:
             raise AskTellError("state_dict: points are pending; take checkpoints after tell()")
         est_state = self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}
         return {"loc": self.loc.detach().clone(), "log_scale": self.log_scale.detach().clone(),
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "generator": self.generator.get_state(),
                 "estimator": est_state, "n_evals": self.n_evals, "n_steps": self.n_steps,
                 "best_f": self.best_f, "best_x": self.best_x.clone()}
 
@@ -172,7 +186,7 @@ class SearchGradient:
         with torch.no_grad():
             self.loc.copy_(state["loc"])
             self.log_scale.copy_(state["log_scale"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.generator.set_state(state["generator"])
         if hasattr(self.estimator, "load_state_dict") and state["estimator"]:
             self.estimator.load_state_dict(state["estimator"])

@@ -1,0 +1,69 @@
+"""``stochgrad optimize``: run directory, resume after an interruption, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stochgrad.cli import main
+from stochgrad.optim.run import OptimizeConfig, run_optimize
+from stochgrad.rundir import load_checkpoint, read_jsonl
+
+
+def test_optimize_writes_a_run_directory(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["optimize", "--function", "rosenbrock", "--dim", "4", "--estimator", "mvd", "--budget", "800",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert "best f" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["function"] == "rosenbrock" and cfg["budget"] == 800
+    hist = read_jsonl(out / "history.jsonl")
+    assert len(hist) == 100 and hist[-1]["n_evals"] == 800
+    assert (out / "plots" / "convergence.png").read_bytes()[:4] == b"\x89PNG"
+    assert "stopped by: budget" in (out / "summary.md").read_text()
+    assert load_checkpoint(out / "checkpoint.pt")["n_steps"] == 100
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path) -> None:
+    cfg = dict(function="ackley", dim=5, estimator="auto", budget=1200, checkpoint_every=7, seed=3)
+    full, _ = run_optimize(OptimizeConfig(**cfg), tmp_path / "full", progress=False)
+
+    def crash(opt, row):
+        if opt.n_steps == 45:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_optimize(OptimizeConfig(**cfg), tmp_path / "cut", progress=False, callback=crash)
+    assert len(read_jsonl(tmp_path / "cut" / "history.jsonl")) == 45        # 3 steps past the checkpoint at 42
+    resumed, _ = run_optimize(OptimizeConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    assert torch.equal(resumed.loc, full.loc) and resumed.fun == full.fun and resumed.n_evals == full.n_evals
+    a = read_jsonl(tmp_path / "full" / "history.jsonl")
+    b = read_jsonl(tmp_path / "cut" / "history.jsonl")
+    assert [r["best_f"] for r in a] == [r["best_f"] for r in b]
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, capsys) -> None:
+    args = ["optimize", "--function", "sphere", "--dim", "3", "--budget", "100", "--no-progress", "--out",
+            str(tmp_path / "run")]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main([*args, "--resume", "--budget", "200"]) == 0
+    assert read_jsonl(tmp_path / "run" / "history.jsonl")[-1]["n_evals"] > 100
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--function", "sphre"], "unknown name 'sphre'"),
+    (["--estimator", "es"], "unknown name 'es'"),
+    (["--dim", "10", "--estimator", "mvd", "--popsize", "12"], "mvd needs at least 20 evaluations"),
+])
+def test_bad_input(tmp_path, capsys, args, message) -> None:
+    assert main(["optimize", "--no-progress", "--out", str(tmp_path / "r"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_a_run(tmp_path, capsys) -> None:
+    assert main(["optimize", "--resume", "--no-progress", "--out", str(tmp_path / "none")]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
