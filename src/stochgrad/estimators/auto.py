@@ -164,13 +164,20 @@ class Auto(StatsMixin, Estimator):
 
     # -- deciding ----------------------------------------------------------------------------------------
     def _mvd_variance(self, name: str) -> Tensor:
-        """Running per-pair MVD variance ``[*batch, J]`` (> 0); unknown components borrow the pooled ratio, or
-        the score function's per-sample variance before there is any."""
+        """Running per-pair MVD variance ``[*batch, J]`` (> 0). A component without an estimate of its own
+        borrows, in this order: the pooled MVD/score-function ratio times its score-function variance, the
+        median of that ratio over the components that have one, or its score-function variance."""
         st = self._stats[name]
         a = st.first.value.to(F64)
-        v = st.second_variance().to(F64)
+        own_known = st.second_own.known | st.second_succ.known
+        own = torch.where(st.second_own.known, st.second_own.value, st.second_succ.value).to(F64)
+        pooled = (st.ratio.to(F64) * a)
+        ratio_own = torch.where(own_known & (a > 0), own / a.clamp_min(1e-300), torch.nan)
+        median = ratio_own.nanmedian(-1, keepdim=True).values * a
         fallback = torch.where(a > 0, a, torch.ones_like(a))
-        v = torch.where(torch.isfinite(v) & st.second_known, v, fallback)
+        v = torch.where(own_known, own,
+                        torch.where(torch.isfinite(pooled), pooled,
+                                    torch.where(torch.isfinite(median), median, fallback)))
         return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
 
     def _allocate(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],

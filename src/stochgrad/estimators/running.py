@@ -47,20 +47,24 @@ class ComponentStats:
     ``second``: the variance of the estimator run on chosen components (MVD or a second score function):
 
     - from its own samples wherever it had several (``second_own``, per component);
-    - where it had one sample, from its difference to the independent first estimate in the same step,
-      ``E (b − a)² = σ²_b + σ²_a``: one such observation buries a small σ²_b under a large σ²_a, so these are
-      pooled over the components of a copy into a ratio ``σ²_b / σ²_a`` (``ratio``) and
-      ``σ²_b,j ≈ ratio · σ²_a,j`` is used for components without their own estimate.
-
-    Nothing uses differences between steps: the gradient moves between steps of an optimiser, and that drift
-    would be mistaken for variance.
+    - where it had one sample, from the difference to its estimate of the same component in the step just
+      before, ``E (b_t − b_{t−1})² = σ²(1/m_t + 1/m_{t−1}) + drift²`` (``second_succ``): exact at a fixed point,
+      and only consecutive steps are used so that an optimiser's drift stays small;
+    - and from its difference to the independent first estimate in the same step, ``E (b − a)² = σ²_b + σ²_a``:
+      one such observation buries a small σ²_b under a large σ²_a, so these are pooled over the components of a
+      copy into a ratio ``σ²_b / σ²_a`` (``ratio``), used where neither of the above exists.
     """
 
     def __init__(self, shape: torch.Size, decay: float, dtype: torch.dtype) -> None:
         self.first = Ema(shape, decay, dtype)
         self.second_own = Ema(shape, decay, dtype)
+        self.second_succ = Ema(shape, decay, dtype)
         self.ratio_num = Ema(shape[:-1], decay, dtype)
         self.ratio_den = Ema(shape[:-1], decay, dtype)
+        self.last = torch.zeros(shape, dtype=dtype)
+        self.last_count = torch.ones(shape, dtype=dtype)
+        self.last_step = torch.full(shape, -2, dtype=torch.long)
+        self.step = 0
 
     @property
     def shape(self) -> torch.Size:
@@ -76,12 +80,15 @@ class ComponentStats:
     @property
     def second_known(self) -> Tensor:
         """Where a second-estimator variance is available, ``[*batch, J]``."""
-        return self.second_own.known | (self.ratio_num.known & self.first.known.all(-1)).unsqueeze(-1)
+        pooled = (self.ratio_num.known & self.first.known.all(-1)).unsqueeze(-1)
+        return self.second_own.known | self.second_succ.known | pooled
 
     def second_variance(self) -> Tensor:
-        """σ²_second per component: its own running estimate where there is one, else ratio · σ²_first."""
+        """σ²_second per component: its own running estimate, else the successive-step one, else the pooled
+        ratio times σ²_first (NaN where none exists)."""
         pooled = self.ratio * self.first.value
-        return torch.where(self.second_own.known, self.second_own.value, pooled)
+        return torch.where(self.second_own.known, self.second_own.value,
+                           torch.where(self.second_succ.known, self.second_succ.value, pooled))
 
     def update(self, first_var: Tensor | None, chosen: Tensor | None = None, second: Tensor | None = None,
                second_var: Tensor | None = None, first: Tensor | None = None, first_est_var: Tensor | None = None,
@@ -97,6 +104,7 @@ class ComponentStats:
           first_est_var: the first estimator's variance *of this estimate* (not in the tracked unit).
           unit: multiplies a variance of ``second``'s estimate into the tracked unit (pairs behind it, or 1).
         """
+        self.step += 1
         if first_var is not None:
             self.first.update(first_var)
         if chosen is None:
@@ -104,6 +112,13 @@ class ComponentStats:
         own = second_var if second_var is not None else torch.full_like(second, float("nan"))
         has_own = chosen & torch.isfinite(own)
         self.second_own.update(own, has_own)
+        m = torch.as_tensor(unit, dtype=second.dtype).expand_as(second).clamp_min(1)
+        consecutive = chosen & ~has_own & (self.last_step == self.step - 1)
+        succ = (second - self.last) ** 2 / (1 / m + 1 / self.last_count)
+        self.second_succ.update(succ, consecutive)
+        self.last = torch.where(chosen, second, self.last)
+        self.last_count = torch.where(chosen, m, self.last_count)
+        self.last_step = torch.where(chosen, torch.full_like(self.last_step, self.step), self.last_step)
         if first is None or first_var is None:
             return
         single = chosen & ~has_own
@@ -114,14 +129,21 @@ class ComponentStats:
         self.ratio_num.update(obs.sum(-1), any_single)
         self.ratio_den.update(den.sum(-1), any_single)
 
+    _EMAS = ("first", "second_own", "second_succ", "ratio_num", "ratio_den")
+
     def state_dict(self) -> dict:
-        return {k: getattr(self, k).state_dict() for k in ("first", "second_own", "ratio_num", "ratio_den")}
+        out = {k: getattr(self, k).state_dict() for k in self._EMAS}
+        out.update(last=self.last.clone(), last_count=self.last_count.clone(), last_step=self.last_step.clone(),
+                   step=torch.tensor(self.step))
+        return out
 
     @classmethod
     def from_state_dict(cls, state: dict, decay: float) -> ComponentStats:
         out = cls(state["first"]["value"].shape, decay, state["first"]["value"].dtype)
-        for k in ("first", "second_own", "ratio_num", "ratio_den"):
+        for k in cls._EMAS:
             getattr(out, k).load_state_dict(state[k])
+        out.last, out.last_count = state["last"].clone(), state["last_count"].clone()
+        out.last_step, out.step = state["last_step"].clone(), int(state["step"])
         return out
 
 
