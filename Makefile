@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
-TEST_EXTRAS := dev
+TEST_EXTRAS := dev,rl,ray,rlhf
 
 .PHONY: demo test test-slow bench clean
 

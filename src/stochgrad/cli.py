@@ -139,6 +139,33 @@ def _run_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Subcommands that live with their application and need an optional extra; each module has
+#: ``add_parser(subparsers)`` and imports its heavy dependencies only when it runs.
+PLUGINS = {"rl": ("stochgrad.rl.cli", "rl"), "rlhf": ("stochgrad.rlhf.cli", "rlhf")}
+
+
+def _add_plugins(sub: argparse._SubParsersAction) -> None:
+    import importlib
+
+    for name, (module, extra) in PLUGINS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("stochgrad"):
+                continue                      # the application is not part of this version
+            missing = exc.name
+
+            def run(args: argparse.Namespace, missing: str = missing, extra: str = extra) -> int:
+                print(f"stochgrad {args.command}: needs the '{extra}' extra (missing module {missing!r}); "
+                      f"install it with: pip install 'stochgrad[{extra}]'", file=sys.stderr)
+                return 2
+
+            p = sub.add_parser(name, help=f"(needs: pip install 'stochgrad[{extra}]')")
+            p.set_defaults(run=run)
+            continue
+        mod.add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stochgrad", description="Gradients of expectations of black-box functions: estimators, the "
@@ -147,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_compare(sub)
     _add_optimize(sub)
+    _add_plugins(sub)
     return parser
 
 
