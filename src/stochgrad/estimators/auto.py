@@ -180,93 +180,68 @@ class Auto(StatsMixin, Estimator):
                                     torch.where(torch.isfinite(median), median, fallback)))
         return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
 
-    def _allocate(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
-                  n: int, S: int, generator: torch.Generator | None) -> tuple[float, dict[str, Tensor]]:
-        """Predicted MSE (mean over copies) and pairs per component for n score-function samples."""
-        a = {p: self._stats[p].first.value.to(F64) for p in names}
-        b = {p: self._mvd_variance(p) for p in mvd_names}
-        A = {p: (a[p] / n if (n > 0 and p in sf_names) else torch.full_like(a[p], math.inf)) for p in names}
-        lower = {p: torch.isinf(A[p]).to(F64) for p in mvd_names}
-        # Split S between parameters on the joint allocation averaged over copies, then allocate per copy.
-        if len(mvd_names) > 1:
-            joint = water_fill(torch.cat([A[p] for p in mvd_names], -1), torch.cat([b[p] for p in mvd_names], -1),
-                               torch.cat([lower[p] for p in mvd_names], -1), S)
-            sizes = [dist.n_components(p) for p in mvd_names]
-            shares = [c.sum(-1).to(F64).mean().item() for c in joint.split(sizes, -1)]
-            per = [int(round(x)) for x in shares]
-            per[-1] = S - sum(per[:-1])
-            mins = [int(lower[p].sum(-1).max()) for p in mvd_names]
-            per = [max(x, lo) for x, lo in zip(per, mins)]
-            if sum(per) > S:
-                return math.inf, {}
-            per[int(torch.tensor(per).argmax())] += S - sum(per)
-        else:
-            per = [S] if mvd_names else []
-        counts, total = {}, torch.zeros(dist.batch_shape, dtype=F64)
-        for p, s_p in zip(mvd_names, per):
-            if s_p < int(lower[p].sum(-1).max()):
-                return math.inf, {}
-            counts[p] = water_fill(A[p], b[p], lower[p], s_p) if s_p > 0 else torch.zeros_like(a[p], dtype=torch.long)
-            total = total + predicted_mse(A[p], b[p], counts[p])
-        for p in names:
-            if p not in mvd_names:
-                total = total + A[p].sum(-1)
-        return float(total.mean()), counts
-
     def _decide(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
                 generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
+        """Evaluate every candidate n at once: one batched water-fill over the components of all parameters."""
         B = self.budget
-        J = {p: dist.n_components(p) for p in names}
         known = all(bool(self._stats[p].first.known.all()) for p in sf_names) and \
             all(bool(self._stats[p].second_known.any()) for p in mvd_names)
         if not known:
             return self._first_split(dist, names, sf_names, mvd_names, generator)
-        if len(mvd_names) == 1 and len(names) == 1:
-            return self._decide_one(dist, names[0], bool(sf_names), generator)
-        best = (math.inf, 0, {})
-        for n in _grid(B):
-            if n == 0 and (len(sf_names) != len(names) or set(mvd_names) != set(names)):
-                if sf_names and len(mvd_names) < len(names):
-                    continue
-            if n > 0 and not sf_names:
-                continue
-            if n == 0 and any(p not in mvd_names for p in names):
-                continue
-            S = (B - n) // 2
-            if not mvd_names and S > 0:
-                continue
-            cost, counts = self._allocate(dist, names, sf_names, mvd_names, n, S, generator)
-            if cost < best[0]:
-                best = (cost, n, counts)
-        cost, n, counts = best
-        if not counts and mvd_names:
+        sizes = [dist.n_components(p) for p in mvd_names]
+        pure_ok = set(mvd_names) == set(names) and B // 2 >= sum(sizes)
+        forced_pairs = sum(dist.n_components(p) for p in mvd_names if p not in sf_names)
+        ns = [n for n in _grid(B) if (n > 0 and sf_names and (B - n) // 2 >= forced_pairs) or (n == 0 and pure_ok)]
+        if not ns:
             return self._first_split(dist, names, sf_names, mvd_names, generator)
-        if n > 0 and self.explore > 0:
-            counts = self._explore(counts, generator)
-        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                              "predicted_mse": cost}
-        return n, counts
+        G = len(ns)
+        bview = (G, *([1] * (len(dist.batch_shape) + 1)))
+        n_t = torch.tensor(ns, dtype=F64).reshape(bview)
+        a = {p: self._stats[p].first.value.to(F64) for p in names}
 
-    def _decide_one(self, dist: Family, p: str, has_sf: bool,
-                    generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
-        """The common case, one parameter: every candidate n at once."""
-        B = self.budget
-        ns = [n for n in _grid(B) if (n == 0 or has_sf) and (n > 0 or (B // 2) >= dist.n_components(p))]
-        n_t = torch.tensor(ns, dtype=F64).reshape(-1, *([1] * (len(dist.batch_shape) + 1)))    # [G, 1.., 1]
-        a = self._stats[p].first.value.to(F64)
-        b = self._mvd_variance(p)
-        A = torch.where(n_t > 0, a / n_t.clamp_min(1), torch.full_like(n_t, math.inf)).expand(len(ns), *a.shape)
-        lower = torch.isinf(A).to(F64)
-        S = torch.tensor([(B - n) // 2 for n in ns]).reshape(-1, *([1] * len(dist.batch_shape)))
-        counts = water_fill(A, b.expand_as(A), lower, S)
-        cost = predicted_mse(A, b.expand_as(A), counts).reshape(len(ns), -1).mean(-1)
-        i = int(cost.argmin())
-        n, chosen = ns[i], counts[i]
-        out = {p: chosen}
-        if n > 0 and self.explore > 0:
-            out = self._explore(out, generator)
-        self.last_decision = {"n_sf": n, "pairs": {p: (B - n) // 2}, "predicted_mse": float(cost[i])}
-        return n, out
+        def A_of(p: str) -> Tensor:                                        # [G, *batch, J_p]
+            if p in sf_names:
+                return torch.where(n_t > 0, a[p] / n_t.clamp_min(1), torch.full_like(n_t, math.inf))
+            return torch.full((G, *a[p].shape), math.inf, dtype=F64)
+
+        cost = torch.zeros((G, *dist.batch_shape), dtype=F64)
+        for p in names:
+            if p not in mvd_names:
+                cost = cost + A_of(p).sum(-1)                                # score function only
+        counts_all = None
+        if mvd_names:
+            A = torch.cat([A_of(p).expand(G, *a[p].shape) for p in mvd_names], -1)
+            b = torch.cat([self._mvd_variance(p) for p in mvd_names], -1).expand_as(A)
+            lower = torch.isinf(A).to(F64)
+            S = torch.tensor([(B - n) // 2 for n in ns]).reshape(G, *([1] * len(dist.batch_shape)))
+            counts_all = water_fill(A, b, lower, S)
+            cost = cost + predicted_mse(A, b, counts_all)
+        mean_cost = cost.reshape(G, -1).mean(-1)
+        i = int(mean_cost.argmin())
+        n = ns[i]
+        counts: dict[str, Tensor] = {}
+        if mvd_names:
+            parts = counts_all[i].split(sizes, -1)
+            if dist.batch_shape.numel() == 1 or len(mvd_names) == 1:
+                counts = dict(zip(mvd_names, parts))
+            else:
+                # Copies may split the pairs differently between parameters; the plan needs one split, so
+                # round the average and re-allocate each parameter within its share.
+                S_i = (B - n) // 2
+                share = [int(round(float(c.sum(-1).to(F64).mean()))) for c in parts]
+                lows = [int(dist.n_components(p)) if p not in sf_names or n == 0 else 0 for p in mvd_names]
+                share = [max(x, lo) for x, lo in zip(share, lows)]
+                share[int(torch.tensor(share).argmax())] += S_i - sum(share)
+                A_i = {p: A_of(p)[i].expand(a[p].shape) for p in mvd_names}
+                for p, s_p in zip(mvd_names, share):
+                    lo = torch.isinf(A_i[p]).to(F64)
+                    counts[p] = (water_fill(A_i[p], self._mvd_variance(p), lo, s_p) if s_p > 0
+                                 else torch.zeros_like(a[p], dtype=torch.long))
+        if n > 0 and self.explore > 0:     # only where the score function covers a component left without pairs
+            counts = {p: (self._explore({p: c}, generator)[p] if p in sf_names else c) for p, c in counts.items()}
+        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                              "predicted_mse": float(mean_cost[i])}
+        return n, counts
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
         """Move ``explore`` of each parameter's pairs from the most-served components to random ones."""
