@@ -42,58 +42,97 @@ from stochgrad.estimators.running import ComponentStats, StatsMixin
 from stochgrad.estimators.score_function import ScoreFunction
 
 F64 = torch.float64
+#: Copies on which the shared split is chosen (all copies then get their own allocation for it).
+DECIDE_COPIES = 64
 
 
-def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 50) -> Tensor:
-    """Integer MVD pairs per component minimising Σ h_j(m_j) with Σ m_j = total, per copy.
+def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 14) -> Tensor:
+    """Integer MVD pairs per component minimising Σ h_j(m_j) with Σ m_j = total, per copy (exactly).
+
+    h_j is convex and decreasing in m_j, so the optimum gives every pair to the largest remaining marginal gain
+    Δ_j(k) = h_j(k − 1) − h_j(k); equivalently m_j(λ) = #{k : Δ_j(k) ≥ λ} for the threshold λ at which the counts
+    sum to ``total``. m_j(λ) has a closed form, so λ is found by bisection in log space and the few pairs left
+    by ties go to the largest next gains.
 
     Args:
-      A: score-function variance per component at the chosen n, ``[*batch, J]`` (``inf`` where there is none).
+      A: score-function variance per component at the chosen n, ``[*batch, J]`` (``inf``: no score function).
       b: per-pair MVD variance, ``[*batch, J]`` (> 0).
       lower: least pairs per component (0 or 1), ``[*batch, J]``; ``Σ lower <= total``.
       total: pairs to hand out per copy (an int, or an int tensor broadcastable to ``[*batch]``).
     Returns:
       ``[*batch, J]`` int64 counts summing to ``total`` in every copy.
     """
-    total = torch.as_tensor(total).expand(A.shape[:-1]).to(F64)
-    sqrt_b = b.sqrt()
-    # b/A: the score function's head start; A = 0 (the score function is exact) means no pairs at all.
-    offset = torch.where(torch.isfinite(A), b / A.clamp_min(1e-300), torch.zeros_like(b))
-    offset = torch.where(A > 0, offset, torch.full_like(b, math.inf))
+    total = torch.as_tensor(total).expand(A.shape[:-1]).to(F64).unsqueeze(-1)
+    pure = torch.isinf(A)
+    A_ = torch.where(pure | (A <= 0), torch.ones_like(A), A)
+    lower_l = lower.long()
 
-    def alloc(t: Tensor) -> Tensor:
-        return torch.maximum(lower, t.unsqueeze(-1) * sqrt_b - offset)
+    def count(lam: Tensor) -> Tensor:
+        # With a score function: Δ(k) = A²b / ((A(k−1) + b)(Ak + b)) ≥ λ  ⇔  k ≤ (u − b)/A,
+        # u = (A + √(A² + 4A²b/λ))/2. Pure MVD: h(k) = b/k, Δ(k) = b/(k(k−1)) ≥ λ  ⇔  k ≤ (1 + √(1 + 4b/λ))/2.
+        k_sf = ((A_ + torch.sqrt(A_ * A_ + 4 * A_ * A_ * b / lam)) / 2 - b) / A_
+        k_pure = (1 + torch.sqrt(1 + 4 * b / lam)) / 2
+        k = torch.where(pure, k_pure, torch.where(A > 0, k_sf, torch.zeros_like(A)))
+        return torch.maximum(k.floor().clamp_max(1e12).long(), lower_l)
 
-    # Σ max(lower, t√b − offset) >= t Σ√b − Σ offset, so this t hands out at least ``total``.
-    finite = torch.isfinite(offset)
-    hi = (total + torch.where(finite, offset, 0.0).sum(-1) + lower.sum(-1)) / \
-        torch.where(finite, sqrt_b, 0.0).sum(-1).clamp_min(1e-300)
-    lo = torch.zeros_like(hi)
+    # Bracket λ around the continuous optimum λ₀ = 1/t², where m_j = max(lower_j, t√b_j − b_j/A_j) sums to
+    # ``total`` (piecewise linear in t: sort the kinks), then bisect in log λ; widen where the bracket misses.
+    log0 = -2 * torch.log(_continuous_t(A, b, lower, total.squeeze(-1)).clamp_min(1e-150)).unsqueeze(-1)
+    log_lo, log_hi = log0 - 4.0, log0 + 4.0
+    for _ in range(8):
+        too_high = count(log_lo.exp()).sum(-1, keepdim=True) < total
+        too_low = count(log_hi.exp()).sum(-1, keepdim=True) > total
+        if not bool(too_high.any() or too_low.any()):
+            break
+        log_lo = torch.where(too_high, log_lo - 16.0, log_lo)
+        log_hi = torch.where(too_low, log_hi + 16.0, log_hi)
     for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        over = alloc(mid).sum(-1) > total
-        hi = torch.where(over, mid, hi)
-        lo = torch.where(over, lo, mid)
-    m = alloc(lo)
-    base = torch.maximum(m.floor(), lower).long()
-    left = total.long().unsqueeze(-1) - base.sum(-1, keepdim=True)            # >= 0 since Σ alloc(lo) <= total
-    frac = (m - base).clamp_min(0) + 1e-9 * sqrt_b / sqrt_b.sum(-1, keepdim=True).clamp_min(1e-300)
-    order = frac.argsort(-1, descending=True)
+        mid = 0.5 * (log_lo + log_hi)
+        enough = count(mid.exp()).sum(-1, keepdim=True) >= total
+        log_lo = torch.where(enough, mid, log_lo)
+        log_hi = torch.where(enough, log_hi, mid)
+    m = count(log_hi.exp())                                     # Σ m <= total
+    left = total.long() - m.sum(-1, keepdim=True)
+    gain = _term(A, b, m) - _term(A, b, m + 1)
+    order = gain.argsort(-1, descending=True)
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order))
     extra = (rank < left).long()
-    # If the leftover exceeds J (possible only when everything was tiny), spread it evenly.
-    over = (left - extra.sum(-1, keepdim=True)).clamp_min(0)
-    J = base.shape[-1]
-    return base + extra + over // J + (torch.arange(J) < over % J).long()
+    over = (left - extra.sum(-1, keepdim=True)).clamp_min(0)   # only when everything is saturated
+    J = m.shape[-1]
+    return m + extra + over // J + (torch.arange(J) < over % J).long()
+
+
+def _continuous_t(A: Tensor, b: Tensor, lower: Tensor, total: Tensor) -> Tensor:
+    """The t at which Σ_j max(lower_j, t√b_j − b_j/A_j) = total (the continuous water level), ``[*batch]``."""
+    sqrt_b = b.sqrt()
+    offset = torch.where(torch.isfinite(A), b / A.clamp_min(1e-300), torch.zeros_like(b))
+    offset = torch.where(A > 0, offset, torch.full_like(b, math.inf))
+    kink = (lower + offset) / sqrt_b.clamp_min(1e-300)
+    order = kink.argsort(-1)
+    k_sorted = kink.gather(-1, order)
+    ok = torch.isfinite(k_sorted)
+    sb = torch.where(ok, sqrt_b.gather(-1, order), 0.0)
+    co = torch.where(ok, (offset + lower).gather(-1, order), 0.0)
+    base_total = lower.sum(-1, keepdim=True)
+    at_kink = base_total + torch.where(ok, k_sorted * (sb.cumsum(-1) - sb) - (co.cumsum(-1) - co), torch.inf)
+    active = (at_kink <= total.unsqueeze(-1)).sum(-1, keepdim=True).clamp_min(1)
+    B_k = sb.cumsum(-1).gather(-1, active - 1)
+    C_k = co.cumsum(-1).gather(-1, active - 1)
+    t = ((total.unsqueeze(-1) - base_total + C_k) / B_k.clamp_min(1e-300)).squeeze(-1)
+    return torch.where(torch.isfinite(t) & (t > 0), t, torch.ones_like(t))
+
+
+def _term(A: Tensor, b: Tensor, m: Tensor) -> Tensor:
+    """h_j(m_j): the predicted variance of component j with m_j MVD pairs, elementwise."""
+    mf = m.to(F64)
+    with_mvd = A * b / (A * mf + b)
+    pure = b / mf.clamp_min(1)
+    return torch.where(m > 0, torch.where(torch.isfinite(A), with_mvd, pure), A)
 
 
 def predicted_mse(A: Tensor, b: Tensor, m: Tensor) -> Tensor:
     """Σ_j h_j(m_j) per copy, ``[*batch]``."""
-    mf = m.to(F64)
-    with_mvd = A * b / (A * mf + b)
-    pure = b / mf.clamp_min(1)
-    h = torch.where(m > 0, torch.where(torch.isfinite(A), with_mvd, pure), A)
-    return h.sum(-1)
+    return _term(A, b, m).sum(-1)
 
 
 def slots(counts: Tensor) -> Tensor:
@@ -110,7 +149,7 @@ def _grid(budget: int) -> list[int]:
     out, k = {0, budget}, 2
     while k < budget:
         out.add(k + (budget - k) % 2)
-        k = max(k + 1, int(k * 1.25))
+        k = max(k + 1, int(k * 1.4))
     return sorted(x for x in out if (x == 0 or x >= 2) and x <= budget)
 
 
@@ -204,24 +243,34 @@ class Auto(StatsMixin, Estimator):
                 return torch.where(n_t > 0, a[p] / n_t.clamp_min(1), torch.full_like(n_t, math.inf))
             return torch.full((G, *a[p].shape), math.inf, dtype=F64)
 
-        cost = torch.zeros((G, *dist.batch_shape), dtype=F64)
+        # The split n is shared by all copies: choose it on at most DECIDE_COPIES of them, then allocate
+        # every copy's pairs for that n only.
+        n_copies = dist.batch_shape.numel()
+        sub = slice(None) if n_copies <= DECIDE_COPIES else slice(0, DECIDE_COPIES)
+
+        def flat(t: Tensor) -> Tensor:                                     # [G?, *batch, J] -> [G?, copies, J]
+            return t.reshape(*t.shape[: t.dim() - len(dist.batch_shape) - 1], n_copies, t.shape[-1])
+
+        cost = torch.zeros((G, min(n_copies, DECIDE_COPIES)), dtype=F64)
         for p in names:
             if p not in mvd_names:
-                cost = cost + A_of(p).sum(-1)                                # score function only
-        counts_all = None
+                cost = cost + flat(A_of(p).expand(G, *a[p].shape))[:, sub].sum(-1)   # score function only
         if mvd_names:
-            A = torch.cat([A_of(p).expand(G, *a[p].shape) for p in mvd_names], -1)
-            b = torch.cat([self._mvd_variance(p) for p in mvd_names], -1).expand_as(A)
+            A = torch.cat([flat(A_of(p).expand(G, *a[p].shape))[:, sub] for p in mvd_names], -1)
+            b = torch.cat([flat(self._mvd_variance(p))[sub] for p in mvd_names], -1).expand_as(A)
             lower = torch.isinf(A).to(F64)
-            S = torch.tensor([(B - n) // 2 for n in ns]).reshape(G, *([1] * len(dist.batch_shape)))
-            counts_all = water_fill(A, b, lower, S)
-            cost = cost + predicted_mse(A, b, counts_all)
-        mean_cost = cost.reshape(G, -1).mean(-1)
+            S = torch.tensor([(B - n) // 2 for n in ns]).reshape(G, 1)
+            cost = cost + predicted_mse(A, b, water_fill(A, b, lower, S))
+        mean_cost = cost.mean(-1)
         i = int(mean_cost.argmin())
         n = ns[i]
+        if mvd_names:
+            A_i = torch.cat([A_of(p)[i].expand(a[p].shape) for p in mvd_names], -1)
+            b_i = torch.cat([self._mvd_variance(p) for p in mvd_names], -1)
+            counts_all = water_fill(A_i, b_i, torch.isinf(A_i).to(F64), (B - n) // 2)
         counts: dict[str, Tensor] = {}
         if mvd_names:
-            parts = counts_all[i].split(sizes, -1)
+            parts = counts_all.split(sizes, -1)
             if dist.batch_shape.numel() == 1 or len(mvd_names) == 1:
                 counts = dict(zip(mvd_names, parts))
             else:
