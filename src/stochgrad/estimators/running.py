@@ -11,11 +11,15 @@ from torch import Tensor
 
 
 class Ema:
-    """Per-component exponential moving average with bias correction (the first observation is taken as is)."""
+    """Per-component exponential moving average with Adam's bias correction.
+
+    After t observations the value is Σ_i decay^(t−i) obs_i / Σ_i decay^(t−i): the plain mean of the first few
+    (so no single early observation dominates), then an average over the last ~1/(1 − decay) of them.
+    """
 
     def __init__(self, shape: torch.Size, decay: float, dtype: torch.dtype) -> None:
         self.decay = decay
-        self.value = torch.zeros(shape, dtype=dtype)
+        self.raw = torch.zeros(shape, dtype=dtype)
         self.count = torch.zeros(shape, dtype=torch.long)
 
     def update(self, obs: Tensor, mask: Tensor | None = None) -> None:
@@ -23,21 +27,25 @@ class Ema:
         ok = torch.isfinite(obs)
         if mask is not None:
             ok = ok & mask
-        first = ok & (self.count == 0)
-        later = ok & (self.count > 0)
-        mixed = self.decay * self.value + (1 - self.decay) * obs
-        self.value = torch.where(first, obs, torch.where(later, mixed, self.value))
+        mixed = self.decay * self.raw + (1 - self.decay) * obs
+        self.raw = torch.where(ok, mixed, self.raw)
         self.count = self.count + ok.long()
+
+    @property
+    def value(self) -> Tensor:
+        """The bias-corrected average, ``shape`` (0 where nothing was observed)."""
+        norm = 1 - torch.pow(torch.as_tensor(self.decay, dtype=self.raw.dtype), self.count.to(self.raw.dtype))
+        return torch.where(self.count > 0, self.raw / norm.clamp_min(1e-300), torch.zeros_like(self.raw))
 
     @property
     def known(self) -> Tensor:
         return self.count > 0
 
     def state_dict(self) -> dict:
-        return {"value": self.value.clone(), "count": self.count.clone()}
+        return {"raw": self.raw.clone(), "count": self.count.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.value, self.count = state["value"].clone(), state["count"].clone()
+        self.raw, self.count = state["raw"].clone(), state["count"].clone()
 
 
 class ComponentStats:
@@ -139,7 +147,7 @@ class ComponentStats:
 
     @classmethod
     def from_state_dict(cls, state: dict, decay: float) -> ComponentStats:
-        out = cls(state["first"]["value"].shape, decay, state["first"]["value"].dtype)
+        out = cls(state["first"]["raw"].shape, decay, state["first"]["raw"].dtype)
         for k in cls._EMAS:
             getattr(out, k).load_state_dict(state[k])
         out.last, out.last_count = state["last"].clone(), state["last_count"].clone()
