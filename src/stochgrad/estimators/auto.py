@@ -126,6 +126,19 @@ def _continuous_t(A: Tensor, b: Tensor, lower: Tensor, total: Tensor) -> Tensor:
     return torch.where(torch.isfinite(t) & (t > 0), t, torch.ones_like(t))
 
 
+def _unless_clearly_better(counts: Tensor, b: Tensor) -> Tensor:
+    """Pure MVD: keep the uneven allocation ``counts`` only where it is predicted at least MIX_MARGIN better
+    than spreading the same pairs evenly (remainder to the largest b); noisy b_j alone should not unbalance it."""
+    J = counts.shape[-1]
+    S = counts.sum(-1, keepdim=True)
+    order = b.argsort(-1, descending=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(J).expand_as(order))
+    even = S // J + (rank < S % J).long()
+    cost = (b / counts.clamp_min(1)).sum(-1, keepdim=True)
+    cost_even = (b / even.clamp_min(1)).sum(-1, keepdim=True)
+    return torch.where(cost <= (1 - MIX_MARGIN) * cost_even, counts, even)
+
+
 def _term(A: Tensor, b: Tensor, m: Tensor) -> Tensor:
     """h_j(m_j): the predicted variance of component j with m_j MVD pairs, elementwise."""
     mf = m.to(F64)
@@ -212,8 +225,8 @@ class Auto(StatsMixin, Estimator):
         median of that ratio over the components that have one, or its score-function variance."""
         st = self._stats[name]
         a = st.first.value.to(F64)
-        own_known = st.second_own.known | st.second_succ.known
-        own = torch.where(st.second_own.known, st.second_own.value, st.second_succ.value).to(F64)
+        own, own_known = st.second_direct()
+        own = own.to(F64)
         pooled = (st.ratio.to(F64) * a)
         ratio_own = torch.where(own_known & (a > 0), own / a.clamp_min(1e-300), torch.nan)
         median = ratio_own.nanmedian(-1, keepdim=True).values * a
@@ -266,14 +279,19 @@ class Auto(StatsMixin, Estimator):
             S = torch.tensor([(B - n) // 2 for n in ns]).reshape(G, 1)
             cost = cost + predicted_mse(A, b, water_fill(A, b, lower, S))
         mean_cost = cost.mean(-1)
-        i = int(mean_cost.argmin())
-        if ns[0] == 0 and i != 0 and float(mean_cost[i]) > (1 - MIX_MARGIN) * float(mean_cost[0]):
+        # Compare candidates by the median over copies of their cost relative to each copy's best, so that a
+        # few copies with wildly misestimated variances cannot decide for all.
+        regret = (cost / cost.min(0).values.clamp_min(1e-300)).median(-1).values
+        i = int(regret.argmin())
+        if ns[0] == 0 and i != 0 and float(regret[i]) > (1 - MIX_MARGIN) * float(regret[0]):
             i = 0          # a mix must clearly beat pure MVD: its predicted gain is within the estimates' noise
         n = ns[i]
         if mvd_names:
             A_i = torch.cat([A_of(p)[i].expand(a[p].shape) for p in mvd_names], -1)
             b_i = torch.cat([self._mvd_variance(p) for p in mvd_names], -1)
             counts_all = water_fill(A_i, b_i, torch.isinf(A_i).to(F64), (B - n) // 2)
+            if n == 0:
+                counts_all = _unless_clearly_better(counts_all, b_i)
         counts: dict[str, Tensor] = {}
         if mvd_names:
             parts = counts_all.split(sizes, -1)
@@ -299,11 +317,13 @@ class Auto(StatsMixin, Estimator):
         return n, counts
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
-        """Move ``explore`` of each parameter's pairs from the most-served components to random ones."""
+        """Move ``explore`` of each parameter's pairs (on average) from the most-served components to random ones."""
         out = {}
         for p, c in counts.items():
             S = int(c.sum(-1).flatten()[0])
-            e = int(math.floor(self.explore * S))
+            # Stochastic rounding: with few pairs, a pair is still moved in about explore·S of the estimates.
+            u = float(torch.rand((), generator=generator, dtype=F64))
+            e = int(math.floor(self.explore * S + u))
             if e == 0:
                 out[p] = c
                 continue

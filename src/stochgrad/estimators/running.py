@@ -91,12 +91,25 @@ class ComponentStats:
         pooled = (self.ratio_num.known & self.first.known.all(-1)).unsqueeze(-1)
         return self.second_own.known | self.second_succ.known | pooled
 
+    def second_direct(self) -> tuple[Tensor, Tensor]:
+        """σ²_second per component from its own samples and from successive steps, averaged with weights equal
+        to their observation counts (each capped at the average's memory, 1/(1 − decay)); and where it exists.
+
+        Neither source overrides the other: one own observation from two pairs (one degree of freedom) must not
+        outweigh many successive-step ones.
+        """
+        cap = 1.0 / max(1e-12, 1.0 - self.first.decay)
+        w_own = self.second_own.count.to(self.first.raw.dtype).clamp_max(cap)
+        w_succ = self.second_succ.count.to(self.first.raw.dtype).clamp_max(cap)
+        total = w_own + w_succ
+        value = (w_own * self.second_own.value + w_succ * self.second_succ.value) / total.clamp_min(1e-300)
+        return value, total > 0
+
     def second_variance(self) -> Tensor:
-        """σ²_second per component: its own running estimate, else the successive-step one, else the pooled
-        ratio times σ²_first (NaN where none exists)."""
-        pooled = self.ratio * self.first.value
-        return torch.where(self.second_own.known, self.second_own.value,
-                           torch.where(self.second_succ.known, self.second_succ.value, pooled))
+        """σ²_second per component: from its own samples and successive steps (:meth:`second_direct`), else the
+        pooled ratio times σ²_first (NaN where none exists)."""
+        direct, known = self.second_direct()
+        return torch.where(known, direct, self.ratio * self.first.value)
 
     def update(self, first_var: Tensor | None, chosen: Tensor | None = None, second: Tensor | None = None,
                second_var: Tensor | None = None, first: Tensor | None = None, first_est_var: Tensor | None = None,
