@@ -109,7 +109,7 @@ def pretrain(model, ids: torch.Tensor, mask: torch.Tensor, steps: int = 600, bat
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     tail = losses[-20:]
