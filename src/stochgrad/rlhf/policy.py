@@ -161,8 +161,9 @@ class Policy:
         return self.model.parameters()
 
     # ------------------------------------------------------------------ tokens
-    def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Prompts as left-padded token ids ``[P, Lp]`` and mask ``[P, Lp]``.
+    def encode(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> tuple[Tensor, Tensor]:
+        """Prompts as left-padded token ids ``[P, Lp]`` and mask ``[P, Lp]``; checks that the longest prompt plus
+        ``max_new_tokens`` (default: the policy's) fits the model's positions.
 
         Raises:
           InvalidArgumentError: naming ``prompts`` for an empty list or a prompt with no tokens.
@@ -176,11 +177,12 @@ class Policy:
                     f"prompts: prompt {i} ({prompts[i]!r}) has no tokens; this tokenizer adds no beginning-of-"
                     "sequence token, so every prompt needs some text")
         longest = max(len(r) for r in rows)
+        new = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         limit = getattr(self.model.config, "max_position_embeddings", None) or getattr(
             self.model.config, "n_positions", None)
-        if limit is not None and longest + self.max_new_tokens > limit:
+        if limit is not None and longest + new > limit:
             raise InvalidArgumentError(
-                f"max_new_tokens: the longest prompt has {longest} tokens, and {longest} + {self.max_new_tokens} "
+                f"max_new_tokens: the longest prompt has {longest} tokens, and {longest} + {new} "
                 f"exceeds the model's {limit} positions")
         ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), longest), dtype=torch.long)
@@ -226,7 +228,7 @@ class Policy:
         if not isinstance(k, int) or k < 1:
             raise InvalidArgumentError(f"k: need at least 1 completion per prompt; got {k!r}")
         steps = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        ids, mask = self.encode(prompts)
+        ids, mask = self.encode(prompts, steps)
         ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
         b = ids.shape[0]
         positions = _positions(mask)
