@@ -55,20 +55,19 @@ class GradientStats:
         return asdict(self)
 
 
-def project(grads: Sequence[Tensor], m: int, seed: int = 0, chunk: int = 1 << 22) -> Tensor:
+def project(grads: Sequence[Tensor], m: int, seed: int = 0) -> Tensor:
     """``S g`` for the flattened gradient g = concat(grads) and a fixed Gaussian S ``[m, D]`` / √m.
 
-    Each parameter's block of S is generated from its own seed, in row chunks of at most ``chunk`` numbers, so
-    the same S is used on every call and no m × D matrix is ever held.
+    Row j of parameter i's block of S is drawn from its own seed (``seed``, i, j), one row at a time, so S is
+    the same on every call, its first m rows do not depend on m, and no m × D matrix is ever held.
     """
     out = torch.zeros(m, dtype=torch.float64)
+    gen = torch.Generator()
     for i, g in enumerate(grads):
         flat = g.reshape(-1).double()
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        rows = max(1, chunk // max(1, flat.numel()))
-        for start in range(0, m, rows):
-            n = min(rows, m - start)
-            out[start:start + n] += torch.randn(n, flat.numel(), generator=gen, dtype=torch.float64) @ flat
+        for j in range(m):
+            gen.manual_seed((seed * 1_000_003 + i) * 100_003 + j)
+            out[j] += torch.randn(flat.numel(), generator=gen, dtype=torch.float64) @ flat
     return out / math.sqrt(m)
 
 
