@@ -1,0 +1,276 @@
+"""RLHF estimators on the offline demo task, side by side with TRL's RLOOTrainer.
+
+Same tiny GPT-2 (pretrained by the demo recipe), tokenizer, training prompts, VADER reward, learning rate, Adam
+(TRL: AdamW with weight decay 0, constant schedule), gradient clipping at 1, β, sampling (temperature 1, no
+top-k, 16 new tokens), 32 sampled completions per update and the same number of updates for every method. Each
+(method, seed) runs in its own subprocess with one torch thread, which reports:
+
+- seconds per update step (median over steps, sampling + reward + update; TRL: between its step callbacks),
+- peak resident memory (``ru_maxrss``) and its growth during training (peak − RSS after imports and loading),
+- the reward after training on held-out prompts (16 prompts × 8 completions, the same seed for every method)
+  and KL(π ‖ π_pretrained) per completion, both computed by the same code for every method.
+
+Gradient variance is measured at the pretrained policy for our estimators (equal completions per estimate).
+
+Usage: python benchmarks/rlhf.py [--seeds 0,1,2] [--steps 60] [--repeats 24] [--out runs/bench-rlhf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# method name -> (preset, k) for ours; "trl-rloo" is TRL's RLOOTrainer with k = 4.
+OURS = {"reinforce": ("reinforce", 1), "rloo k=2": ("rloo", 2), "rloo k=4": ("rloo", 4), "grpo": ("grpo", 4)}
+TRL_K = 4
+COMPLETIONS_PER_STEP = 32
+MAX_NEW_TOKENS = 16
+LR = 5e-4
+BETA_RLOO = 0.05
+EVAL_K, EVAL_SEED = 8, 777
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _evaluate(model, tokenizer, base: str) -> dict:
+    from stochgrad.rlhf.demo_data import EVAL_PROMPTS
+    from stochgrad.rlhf.evaluate import evaluate
+    from stochgrad.rlhf.policy import Policy
+    from stochgrad.rlhf.rewards import VaderReward
+
+    policy = Policy(model, tokenizer, max_new_tokens=MAX_NEW_TOKENS)
+    ref = Policy.from_pretrained(base, max_new_tokens=MAX_NEW_TOKENS).reference()
+    ev = evaluate(policy, VaderReward(), EVAL_PROMPTS, k=EVAL_K, seed=EVAL_SEED, reference=ref)
+    return {"reward": ev.reward, "reward_se": ev.reward_se, "kl": ev.kl, "length": ev.length}
+
+
+def worker_ours(method: str, seed: int, base: str, steps: int, out: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from stochgrad.rlhf.trainer import TrainConfig, run_train
+
+    preset, k = OURS[method]
+    cfg = TrainConfig(model=base, estimator=preset, k=k, completions_per_step=COMPLETIONS_PER_STEP, steps=steps,
+                      lr=LR, max_new_tokens=MAX_NEW_TOKENS, seed=seed, checkpoint_every=steps,
+                      sample_every=steps, threads=1)
+    import transformers  # noqa: F401  (loaded before the baseline RSS, as TRL's worker does)
+    rss_ready = _rss_mb()
+    res = run_train(cfg, out, progress=False)
+    seconds = [r["seconds"] for r in res.records]
+    return {"seconds_per_step": statistics.median(seconds), "rss_ready_mb": rss_ready,
+            "curve": [r["reward_mean"] for r in res.records], "completions": res.records[-1]["samples_seen"],
+            **_evaluate(res.policy.model, res.policy.tokenizer, base)}
+
+
+def worker_trl(seed: int, base: str, steps: int, out: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import RLOOConfig, RLOOTrainer
+
+    from stochgrad.rlhf.demo_data import TRAIN_PROMPTS
+    from stochgrad.rlhf.rewards import VaderReward
+
+    vader = VaderReward()
+
+    def vader_reward(prompts, completions, **kwargs):
+        return vader(prompts, completions)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.t0, self.seconds = None, []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.seconds.append(time.perf_counter() - self.t0)
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = RLOOConfig(
+        output_dir=out, per_device_train_batch_size=COMPLETIONS_PER_STEP, gradient_accumulation_steps=1,
+        num_generations=TRL_K, max_completion_length=MAX_NEW_TOKENS, temperature=1.0, top_k=0, top_p=1.0,
+        beta=BETA_RLOO, num_iterations=1, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0, max_grad_norm=1.0, max_steps=steps, bf16=False, fp16=False, gradient_checkpointing=False,
+        use_cpu=True, logging_steps=1, save_strategy="no", report_to="none", seed=seed, disable_dropout=True,
+        dataloader_num_workers=0, normalize_advantages=False)
+    timer = StepTimer()
+    trainer = RLOOTrainer(model=model, reward_funcs=vader_reward, args=config,
+                          train_dataset=Dataset.from_dict({"prompt": list(TRAIN_PROMPTS)}),
+                          processing_class=tokenizer, callbacks=[timer])
+    rss_ready = _rss_mb()
+    trainer.train()
+    curve = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    trained = trainer.model
+    trained.eval()
+    return {"seconds_per_step": statistics.median(timer.seconds), "rss_ready_mb": rss_ready, "curve": curve,
+            "completions": steps * COMPLETIONS_PER_STEP, **_evaluate(trained, tokenizer, base)}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    if args.worker == "trl-rloo":
+        result = worker_trl(args.seed, args.base, args.steps, args.run_dir)
+    else:
+        result = worker_ours(args.worker, args.seed, args.base, args.steps, args.run_dir)
+    result.update(method=args.worker, seed=args.seed, peak_rss_mb=_peak_mb(), wall_seconds=time.perf_counter() - t0)
+    Path(args.result).write_text(json.dumps(result))
+
+
+def variance(base: str, repeats: int) -> dict:
+    from stochgrad.rlhf._threads import torch_threads
+    from stochgrad.rlhf.demo_data import TRAIN_PROMPTS
+    from stochgrad.rlhf.diagnostics import measure
+    from stochgrad.rlhf.estimators import estimator_config
+    from stochgrad.rlhf.policy import Policy
+    from stochgrad.rlhf.rewards import VaderReward
+
+    out = {}
+    with torch_threads(1):
+        policy = Policy.from_pretrained(base, max_new_tokens=MAX_NEW_TOKENS)
+        ref = policy.reference()
+        for method, (preset, k) in OURS.items():
+            out[method] = measure(policy, ref, VaderReward(), TRAIN_PROMPTS, estimator_config(preset, k=k),
+                                  COMPLETIONS_PER_STEP, repeats, name=method, seed=0).as_dict()
+    return out
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=24)
+    p.add_argument("--methods", default=",".join([*OURS, "trl-rloo"]))
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench-rlhf"))
+    p.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--base", help=argparse.SUPPRESS)
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    from _report import command, machine, update_section
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / "base-model"
+    if not (base / "config.json").exists():
+        from stochgrad.rlhf._threads import torch_threads
+        from stochgrad.rlhf.tiny import build_pretrained
+        with torch_threads(1):
+            build_pretrained(base, seed=0)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    for seed in seeds:
+        for method in methods:             # interleaved, so machine load affects every method alike
+            tag = method.replace(" ", "").replace("=", "")
+            res_path = out / f"{tag}-seed{seed}.json"
+            run_dir = out / f"{tag}-seed{seed}"
+            if not res_path.exists():
+                import shutil
+                shutil.rmtree(run_dir, ignore_errors=True)
+                cmd = [sys.executable, __file__, "--worker", method, "--seed", str(seed), "--base", str(base),
+                       "--steps", str(args.steps), "--run-dir", str(run_dir), "--result", str(res_path)]
+                print(f"running {method} seed {seed} ...", flush=True)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            results[method].append(json.loads(res_path.read_text()))
+    var_path = out / f"variance-r{args.repeats}.json"
+    if not var_path.exists():
+        var_path.write_text(json.dumps(variance(str(base), args.repeats)))
+    var = json.loads(var_path.read_text())
+
+    from stochgrad.rlhf.demo_data import EVAL_PROMPTS, TRAIN_PROMPTS
+    before = _before(str(base))
+    rows = ["| method | k | prompts/step | completions | held-out reward after | KL to pretrained | s/step (median) "
+            "| peak RSS MB | RSS growth in training MB | relative grad variance | cos to mean |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method in methods:
+        rs = results[method]
+        k = OURS[method][1] if method in OURS else TRL_K
+        v = var.get(method) or var.get("rloo k=4" if method == "trl-rloo" else "")
+        vtxt = (f"{v['relative_variance']:.2f} | {v['cosine']:.3f}" if method in OURS
+                else f"(same estimator as rloo k=4: {v['relative_variance']:.2f}) | ({v['cosine']:.3f})")
+        rows.append(
+            f"| {method if method in OURS else 'TRL RLOOTrainer'} | {k} | {COMPLETIONS_PER_STEP // k} | "
+            f"{rs[0]['completions']} | {_fmt([r['reward'] for r in rs])} | {_fmt([r['kl'] for r in rs], 2)} | "
+            f"{_fmt([r['seconds_per_step'] for r in rs])} | {_fmt([r['peak_rss_mb'] for r in rs], 0)} | "
+            f"{_fmt([r['peak_rss_mb'] - r['rss_ready_mb'] for r in rs], 0)} | {vtxt} |")
+    ours_rloo = [r["seconds_per_step"] for r in results.get("rloo k=4", [])]
+    trl = [r["seconds_per_step"] for r in results.get("trl-rloo", [])]
+    ratio = (f"TRL's seconds per step / ours (rloo k=4), per seed: "
+             + ", ".join(f"{t / o:.2f}" for t, o in zip(trl, ours_rloo)) + ".") if ours_rloo and trl else ""
+    body = f"""## RLHF: REINFORCE-family estimators and TRL's RLOOTrainer on the demo task
+
+Tiny GPT-2 (2 layers, 4 heads, width 64, 137k parameters, byte-level BPE with 512 tokens) pretrained by the demo
+recipe, fine-tuned towards positive VADER sentiment on the demo's {len(TRAIN_PROMPTS)} training prompts: {args.steps} updates
+of {COMPLETIONS_PER_STEP} sampled completions each for every method, Adam (TRL: AdamW, weight decay 0) at {LR:g} with a
+constant schedule, gradient clipping at 1, up to {MAX_NEW_TOKENS} new tokens, temperature 1. β = {BETA_RLOO} (k1 in the
+reward) for reinforce, rloo and TRL; grpo uses its preset (β = 0.04, k3 in the loss). TRL runs with `num_iterations=1`,
+`bf16=False`, `gradient_checkpointing=False`, `use_cpu=True`, so it computes the same estimator as our `rloo k=4`.
+Held-out reward: mean VADER compound of {EVAL_K * len(EVAL_PROMPTS)} completions ({len(EVAL_PROMPTS)} held-out prompts × {EVAL_K},
+same seed for every model); before training it is {before:.3f}. Mean ± standard deviation over seeds {args.seeds}
+(each seed a separate process with one torch thread). Gradient variance: at the pretrained policy,
+{args.repeats} estimates of {COMPLETIONS_PER_STEP} completions each, all parameters; relative = trace of the covariance /
+‖E ĝ‖²; cosine of each estimate to the mean of the others.
+
+Command: `{command()}`
+Machine: {machine()}; another engineer's CPU-heavy jobs ran at the same time, so compare ratios within this table.
+
+{chr(10).join(rows)}
+
+{ratio}
+"""
+    print(body)
+    (out / "table.md").write_text(body)
+    if not args.no_doc:
+        print(f"updated {update_section('rlhf', body)}")
+
+
+def _before(base: str) -> float:
+    import torch
+
+    from stochgrad.rlhf.demo_data import EVAL_PROMPTS
+    from stochgrad.rlhf.evaluate import evaluate
+    from stochgrad.rlhf.policy import Policy
+    from stochgrad.rlhf.rewards import VaderReward
+
+    torch.set_num_threads(1)
+    policy = Policy.from_pretrained(base, max_new_tokens=MAX_NEW_TOKENS)
+    return evaluate(policy, VaderReward(), EVAL_PROMPTS, k=EVAL_K, seed=EVAL_SEED).reward
+
+
+if __name__ == "__main__":
+    main()
