@@ -6,7 +6,7 @@ top-k, 16 new tokens), 32 sampled completions per update and the same number of 
 (method, seed) runs in its own subprocess with one torch thread, which reports:
 
 - seconds per update step (median over steps, sampling + reward + update; TRL: between its step callbacks),
-- peak resident memory (``ru_maxrss``) and its growth during training (peak − RSS after imports and loading),
+- peak resident memory (``VmHWM``) and its growth during training (peak − RSS after imports and loading),
 - the reward after training on held-out prompts (16 prompts × 8 completions, the same seed for every method)
   and KL(π ‖ π_pretrained) per completion, both computed by the same code for every method.
 
@@ -46,8 +46,12 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """VmHWM, the peak RSS of this process's address space. (ru_maxrss would not do: Linux keeps it across
+    execve, so a worker would report its parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _evaluate(model, tokenizer, base: str) -> dict:
