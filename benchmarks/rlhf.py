@@ -218,8 +218,8 @@ def main() -> None:
 
     from stochgrad.rlhf.demo_data import EVAL_PROMPTS, TRAIN_PROMPTS
     before = _before(str(base))
-    rows = ["| method | k | prompts/step | completions | held-out reward after | KL to pretrained | s/step (median) "
-            "| peak RSS MB | RSS growth in training MB | relative grad variance | cos to mean |",
+    rows = [("| method | k | prompts/step | completions | held-out reward after | KL to pretrained | s/step (median) "
+            "| peak RSS MB | RSS growth in training MB | relative grad variance | cos to mean |"),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in methods:
         rs = results[method]
@@ -234,7 +234,7 @@ def main() -> None:
             f"{_fmt([r['peak_rss_mb'] - r['rss_ready_mb'] for r in rs], 0)} | {vtxt} |")
     ours_rloo = [r["seconds_per_step"] for r in results.get("rloo k=4", [])]
     trl = [r["seconds_per_step"] for r in results.get("trl-rloo", [])]
-    ratio = (f"TRL's seconds per step / ours (rloo k=4), per seed: "
+    ratio = ("TRL's seconds per step / ours (rloo k=4), per seed: "
              + ", ".join(f"{t / o:.2f}" for t, o in zip(trl, ours_rloo)) + ".") if ours_rloo and trl else ""
     body = f"""## RLHF: REINFORCE-family estimators and TRL's RLOOTrainer on the demo task
 

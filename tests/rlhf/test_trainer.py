@@ -20,8 +20,8 @@ VOLATILE = ("seconds", "seconds_sample", "seconds_reward")
 
 
 def small(model, **kw) -> TrainConfig:
-    base = dict(model=str(model), estimator="rloo", k=4, completions_per_step=16, steps=6, lr=1e-3,
-                max_new_tokens=10, checkpoint_every=2, sample_every=2, seed=3)
+    base = {"model": str(model), "estimator": "rloo", "k": 4, "completions_per_step": 16, "steps": 6, "lr": 1e-3,
+                "max_new_tokens": 10, "checkpoint_every": 2, "sample_every": 2, "seed": 3}
     base.update(kw)
     return TrainConfig(**base)
 

@@ -151,9 +151,9 @@ def run_demo(config: DemoConfig, out: str | Path, progress: bool = True, log=pri
     n_eval = before.n
     head = (f"{'estimator':<12} {'k':>2} {'reward before':>13} {'after':>7} {'gain/1k compl.':>14} {'KL':>6} "
             f"{'rel. grad var':>13} {'cos to mean':>11} {'s/step':>7}")
-    lines = [f"held-out reward: mean VADER compound of {n_eval} completions ({len(EVAL_PROMPTS)} prompts x "
+    lines = [(f"held-out reward: mean VADER compound of {n_eval} completions ({len(EVAL_PROMPTS)} prompts x "
              f"{config.eval_k}); KL(π_θ ‖ π_pretrained) per completion (k1); gradient variance at the pretrained "
-             f"policy, relative = trace / ‖E ĝ‖²", head, "-" * len(head)]
+             f"policy, relative = trace / ‖E ĝ‖²"), head, "-" * len(head)]
     for name, res in results.items():
         after = res["after"]
         gain = (after["reward"] - before.reward) / max(1, res["completions"]) * 1000

@@ -335,11 +335,11 @@ def finish(run_dir: Path, config: TrainConfig, records: list[dict], policy: Poli
     if records:
         first, last = records[0], records[-1]
         lines += [f"- completions sampled: {last['samples_seen']}",
-                  f"- reward (step mean): {first['reward_mean']:.3f} at step 1 -> {last['reward_mean']:.3f} at "
-                  f"step {last['step']}",
+                  (f"- reward (step mean): {first['reward_mean']:.3f} at step 1 -> {last['reward_mean']:.3f} at "
+                  f"step {last['step']}"),
                   f"- KL(π_θ ‖ π_ref) per completion (k1): {last['kl']:.3f}",
                   f"- mean completion length: {last['length_mean']:.1f} tokens",
                   f"- seconds per step (mean): {sum(r['seconds'] for r in records) / len(records):.3f}"]
-    lines += ["", "Plots: `plots/reward.png`, `plots/kl.png`; metrics: `metrics.jsonl`; samples: `samples.jsonl`; "
-              "model: `final/`; checkpoint: `checkpoint.pt`.", ""]
+    lines += ["", ("Plots: `plots/reward.png`, `plots/kl.png`; metrics: `metrics.jsonl`; samples: `samples.jsonl`; "
+              "model: `final/`; checkpoint: `checkpoint.pt`."), ""]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
