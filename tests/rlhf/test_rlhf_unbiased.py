@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import toy
+import rlhf_toy as toy
 
 from stochgrad.rlhf.estimators import PolicyGradient, estimator_config
 
