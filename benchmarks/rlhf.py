@@ -5,14 +5,16 @@ Same tiny GPT-2 (pretrained by the demo recipe), tokenizer, training prompts, VA
 top-k, 16 new tokens), 32 sampled completions per update and the same number of updates for every method. Each
 (method, seed) runs in its own subprocess with one torch thread, which reports:
 
-- seconds per update step (median over steps, sampling + reward + update; TRL: between its step callbacks),
-- peak resident memory (``VmHWM``) and its growth during training (peak − RSS after imports and loading),
+- wall and CPU seconds per update step (medians over steps; sampling + reward + update; TRL: between its step
+  callbacks). CPU seconds of a one-thread process are far less disturbed by other jobs on the machine;
+- peak resident memory (``VmHWM``) and its growth during training (peak − RSS once libraries, model, reference
+  and reward are loaded),
 - the reward after training on held-out prompts (16 prompts × 8 completions, the same seed for every method)
   and KL(π ‖ π_pretrained) per completion, both computed by the same code for every method.
 
 Gradient variance is measured at the pretrained policy for our estimators (equal completions per estimate).
 
-Usage: python benchmarks/rlhf.py [--seeds 0,1,2] [--steps 60] [--repeats 24] [--out runs/bench-rlhf]
+Usage: python benchmarks/rlhf.py [--seeds 0,1,2] [--steps 60] [--repeats 64] [--out runs/bench-rlhf]
 """
 
 from __future__ import annotations
@@ -76,11 +78,19 @@ def worker_ours(method: str, seed: int, base: str, steps: int, out: str) -> dict
     cfg = TrainConfig(model=base, estimator=preset, k=k, completions_per_step=COMPLETIONS_PER_STEP, steps=steps,
                       lr=LR, max_new_tokens=MAX_NEW_TOKENS, seed=seed, checkpoint_every=steps,
                       sample_every=steps, threads=1)
-    import transformers  # noqa: F401  (loaded before the baseline RSS, as TRL's worker does)
+    # Reach the state TRL's worker is in when its baseline RSS is taken (libraries imported, model, reference and
+    # reward loaded); run_train then loads its own copy of the 0.5 MB model.
+    import matplotlib.pyplot  # noqa: F401
+    from stochgrad.rlhf.policy import Policy
+    from stochgrad.rlhf.rewards import VaderReward
+    warm = Policy.from_pretrained(base, max_new_tokens=MAX_NEW_TOKENS)
+    warm_ref, _ = warm.reference(), VaderReward()
     rss_ready = _rss_mb()
+    del warm, warm_ref
     res = run_train(cfg, out, progress=False)
-    seconds = [r["seconds"] for r in res.records]
-    return {"seconds_per_step": statistics.median(seconds), "rss_ready_mb": rss_ready,
+    return {"seconds_per_step": statistics.median(r["seconds"] for r in res.records),
+            "cpu_seconds_per_step": statistics.median(r["cpu_seconds"] for r in res.records),
+            "rss_ready_mb": rss_ready,
             "curve": [r["reward_mean"] for r in res.records], "completions": res.records[-1]["samples_seen"],
             **_evaluate(res.policy.model, res.policy.tokenizer, base)}
 
@@ -103,13 +113,15 @@ def worker_trl(seed: int, base: str, steps: int, out: str) -> dict:
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.t0, self.seconds = None, []
+            self.t0 = self.c0 = None
+            self.seconds, self.cpu = [], []
 
         def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             self.seconds.append(time.perf_counter() - self.t0)
+            self.cpu.append(time.process_time() - self.c0)
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -129,7 +141,8 @@ def worker_trl(seed: int, base: str, steps: int, out: str) -> dict:
     curve = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     trained = trainer.model
     trained.eval()
-    return {"seconds_per_step": statistics.median(timer.seconds), "rss_ready_mb": rss_ready, "curve": curve,
+    return {"seconds_per_step": statistics.median(timer.seconds), "cpu_seconds_per_step": statistics.median(timer.cpu),
+            "rss_ready_mb": rss_ready, "curve": curve,
             "completions": steps * COMPLETIONS_PER_STEP, **_evaluate(trained, tokenizer, base)}
 
 
@@ -171,7 +184,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--repeats", type=int, default=24)
+    p.add_argument("--repeats", type=int, default=64)
     p.add_argument("--methods", default=",".join([*OURS, "trl-rloo"]))
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-rlhf"))
     p.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
@@ -226,12 +239,14 @@ def main() -> None:
         rs = results[method]
         k = OURS[method][1] if method in OURS else TRL_K
         v = var.get(method) or var.get("rloo k=4" if method == "trl-rloo" else "")
-        vtxt = (f"{v['relative_variance']:.2f} | {v['cosine']:.3f}" if method in OURS
-                else f"(same estimator as rloo k=4: {v['relative_variance']:.2f}) | ({v['cosine']:.3f})")
+        rel = f"{v['relative_variance']:.2f} ± {v['relative_variance_se']:.2f}"
+        vtxt = (f"{rel} | {v['cosine']:.3f}" if method in OURS
+                else f"(same estimator as rloo k=4: {rel}) | ({v['cosine']:.3f})")
         rows.append(
             f"| {method if method in OURS else 'TRL RLOOTrainer'} | {k} | {COMPLETIONS_PER_STEP // k} | "
             f"{rs[0]['completions']} | {_fmt([r['reward'] for r in rs])} | {_fmt([r['kl'] for r in rs], 2)} | "
-            f"{_fmt([r['seconds_per_step'] for r in rs])} | {_fmt([r['peak_rss_mb'] for r in rs], 0)} | "
+            f"{_fmt([r['cpu_seconds_per_step'] for r in rs])} | {_fmt([r['seconds_per_step'] for r in rs])} | "
+            f"{_fmt([r['peak_rss_mb'] for r in rs], 0)} | "
             f"{_fmt([r['peak_rss_mb'] - r['rss_ready_mb'] for r in rs], 0)} | {vtxt} |")
     ours_rloo = [r["seconds_per_step"] for r in results.get("rloo k=4", [])]
     trl = [r["seconds_per_step"] for r in results.get("trl-rloo", [])]
@@ -249,7 +264,7 @@ Held-out reward: mean VADER compound of {EVAL_K * len(EVAL_PROMPTS)} completions
 same seed for every model); before training it is {before:.3f}. Mean ± standard deviation over seeds {args.seeds}
 (each seed a separate process with one torch thread). Gradient variance: at the pretrained policy,
 {args.repeats} estimates of {COMPLETIONS_PER_STEP} completions each, all parameters; relative = trace of the covariance /
-‖E ĝ‖²; cosine of each estimate to the mean of the others.
+‖E ĝ‖² (± a bootstrap standard error over the repeats); cosine of each estimate to the mean of the others.
 
 Command: `{command()}`
 Machine: {machine()}; another engineer's CPU-heavy jobs ran at the same time, so compare ratios within this table.

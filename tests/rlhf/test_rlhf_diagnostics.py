@@ -29,6 +29,16 @@ def test_statistics_recover_a_known_mean_and_covariance() -> None:
     assert s["cosine"] == pytest.approx(float(torch.nn.functional.cosine_similarity(y, mean[None]).mean()), abs=0.01)
 
 
+def test_the_bootstrap_standard_error_matches_the_spread_over_independent_runs() -> None:
+    g = torch.Generator().manual_seed(2)
+    mean, sd = torch.tensor([1.0, -1.0, 0.5]), torch.tensor([1.0, 2.0, 1.0])
+    runs = [gradient_stats(mean + sd * torch.randn(30, 3, generator=g, dtype=torch.float64), bootstrap=100, seed=i)
+            for i in range(60)]
+    spread = float(torch.tensor([r["relative_variance"] for r in runs]).std())
+    typical_se = float(torch.tensor([r["relative_variance_se"] for r in runs]).median())
+    assert 0.5 < typical_se / spread < 2.0
+
+
 def test_random_projections_preserve_norms_and_are_fixed() -> None:
     g = torch.Generator().manual_seed(1)
     grads = [torch.randn(50, 40, generator=g), torch.randn(300, generator=g)]

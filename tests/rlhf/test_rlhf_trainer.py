@@ -16,7 +16,7 @@ from stochgrad.rlhf.rewards import VaderReward
 from stochgrad.rlhf.trainer import TrainConfig, run_train
 from stochgrad.rundir import load_checkpoint, read_jsonl
 
-VOLATILE = ("seconds", "seconds_sample", "seconds_reward")
+VOLATILE = ("seconds", "cpu_seconds", "seconds_sample", "seconds_reward")
 
 
 def small(model, **kw) -> TrainConfig:

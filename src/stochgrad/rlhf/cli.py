@@ -201,10 +201,11 @@ def _run_variance(args: argparse.Namespace) -> int:
         bar.close()
     what = f"{args.projections} random projections" if args.projections else "all parameters"
     print(f"{args.completions} sampled completions per estimate, {args.repeats} repeats, {what}")
-    print(f"{'estimator':<12} {'k':>2} {'trace var':>11} {'|E g|^2':>11} {'relative':>9} {'cos to mean':>11} "
-          f"{'reward':>7} {'s/estimate':>10}")
+    print(f"{'estimator':<12} {'k':>2} {'trace var':>11} {'|E g|^2':>11} {'relative (± se)':>16} "
+          f"{'cos to mean':>11} {'reward':>7} {'s/estimate':>10}")
     for s in rows:
-        print(f"{s.name:<12} {s.k:>2} {s.trace_variance:>11.4g} {s.mean_norm_sq:>11.4g} {s.relative_variance:>9.3g} "
+        rel = f"{s.relative_variance:.3g} ± {s.relative_variance_se:.2g}"
+        print(f"{s.name:<12} {s.k:>2} {s.trace_variance:>11.4g} {s.mean_norm_sq:>11.4g} {rel:>16} "
               f"{s.cosine:>11.3f} {s.reward:>7.3f} {s.seconds_per_estimate:>10.3f}")
     return 0
 

@@ -150,7 +150,7 @@ def run_demo(config: DemoConfig, out: str | Path, progress: bool = True, log=pri
     plot = _comparison_plot(curves, run_dir / "plots" / "reward_vs_completions.png")
     n_eval = before.n
     head = (f"{'estimator':<12} {'k':>2} {'reward before':>13} {'after':>7} {'gain/1k compl.':>14} {'KL':>6} "
-            f"{'rel. grad var':>13} {'cos to mean':>11} {'s/step':>7}")
+            f"{'rel. grad var (±se)':>19} {'cos to mean':>11} {'s/step':>7}")
     lines = [(f"held-out reward: mean VADER compound of {n_eval} completions ({len(EVAL_PROMPTS)} prompts x "
              f"{config.eval_k}); KL(π_θ ‖ π_pretrained) per completion (k1); gradient variance at the pretrained "
              f"policy, relative = trace / ‖E ĝ‖²"), head, "-" * len(head)]
@@ -158,8 +158,9 @@ def run_demo(config: DemoConfig, out: str | Path, progress: bool = True, log=pri
         after = res["after"]
         gain = (after["reward"] - before.reward) / max(1, res["completions"]) * 1000
         var = variance[name]
+        rel = f"{var['relative_variance']:.2f} ± {var['relative_variance_se']:.2f}"
         lines.append(f"{name:<12} {est_configs[name].k:>2} {before.reward:>13.3f} {after['reward']:>7.3f} "
-                     f"{gain:>14.3f} {after['kl']:>6.2f} {var['relative_variance']:>13.2f} {var['cosine']:>11.3f} "
+                     f"{gain:>14.3f} {after['kl']:>6.2f} {rel:>19} {var['cosine']:>11.3f} "
                      f"{res['seconds_per_step']:>7.3f}")
     table = "\n".join(lines)
     log(table)

@@ -9,7 +9,8 @@ all parameters, or a random projection of it):
 - ``trace_variance``: Σ_j Var(ĝ_j), the expected squared distance of one estimate from the mean;
 - ``mean_norm_sq``: an unbiased estimate of ‖E ĝ‖² (‖ḡ‖² − trace/R);
 - ``relative_variance``: trace / ‖E ĝ‖², which does not depend on the estimate's scale (GRPO's std scaling
-  rescales the gradient; compare this number, not the trace, across scalings);
+  rescales the gradient; compare this number, not the trace, across scalings), with a bootstrap standard error
+  over the R repeats (``relative_variance_se``);
 - ``cosine``: the mean cosine between each estimate and the mean of the *other* R − 1 (leaving it out removes
   the optimistic bias of comparing an estimate with a mean that contains it).
 
@@ -45,6 +46,7 @@ class GradientStats:
     trace_variance: float
     mean_norm_sq: float
     relative_variance: float
+    relative_variance_se: float
     cosine: float
     cosine_std: float
     reward: float
@@ -71,20 +73,35 @@ def project(grads: Sequence[Tensor], m: int, seed: int = 0) -> Tensor:
     return out / math.sqrt(m)
 
 
-def gradient_stats(estimates: Tensor) -> dict[str, float]:
-    """Trace of the covariance, ‖E ĝ‖², relative variance and leave-one-out cosines of ``[R, D]`` estimates."""
+def gradient_stats(estimates: Tensor, bootstrap: int = 200, seed: int = 0) -> dict[str, float]:
+    """Trace of the covariance, ‖E ĝ‖², relative variance (with a bootstrap standard error over the repeats,
+    ``bootstrap`` resamples; 0 skips it) and leave-one-out cosines of ``[R, D]`` estimates."""
     r = estimates.shape[0]
     if r < 3:
         raise BudgetError(f"repeats: need at least 3 repeated estimates; got {r}")
     x = estimates.double()
-    mean = x.mean(0)
-    trace = float(((x - mean) ** 2).sum() / (r - 1))
-    norm_sq = float(mean @ mean) - trace / r
+
+    def trace_norm(idx: Tensor | None) -> tuple[float, float]:
+        y = x if idx is None else x[idx]
+        mean = y.mean(0)
+        trace = float(((y - mean) ** 2).sum() / (r - 1))
+        return trace, float(mean @ mean) - trace / r
+
+    trace, norm_sq = trace_norm(None)
+    relative = trace / norm_sq if norm_sq > 0 else math.inf
+    se = math.nan
+    if bootstrap:
+        gen = torch.Generator().manual_seed(seed)
+        boot = []
+        for _ in range(bootstrap):
+            t, n = trace_norm(torch.randint(r, (r,), generator=gen))
+            boot.append(t / n if n > 0 else math.inf)
+        finite = torch.tensor([b for b in boot if math.isfinite(b)], dtype=torch.float64)
+        se = float(finite.std()) if len(finite) == len(boot) else math.inf
     others = (x.sum(0, keepdim=True) - x) / (r - 1)
     cos = torch.nn.functional.cosine_similarity(x, others, dim=1)
-    return {"trace_variance": trace, "mean_norm_sq": norm_sq,
-            "relative_variance": trace / norm_sq if norm_sq > 0 else math.inf,
-            "cosine": float(cos.mean()), "cosine_std": float(cos.std())}
+    return {"trace_variance": trace, "mean_norm_sq": norm_sq, "relative_variance": relative,
+            "relative_variance_se": se, "cosine": float(cos.mean()), "cosine_std": float(cos.std())}
 
 
 def gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: RewardFunction,

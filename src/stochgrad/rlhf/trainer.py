@@ -5,8 +5,8 @@ completions of each (N = ``completions_per_step``), scores them, builds the esti
 optimiser step. The run directory holds:
 
 - ``config.json``: the :class:`TrainConfig`;
-- ``metrics.jsonl``: one line per step (reward mean/std/min/max, KL, lengths, loss, gradient norm, seconds,
-  completions sampled so far);
+- ``metrics.jsonl``: one line per step (reward mean/std/min/max, KL, lengths, loss, gradient norm, wall and
+  CPU seconds, completions sampled so far);
 - ``samples.jsonl``: a few (prompt, completion, reward) every ``sample_every`` steps;
 - ``checkpoint.pt``: weights, optimiser state, the generator's state, the estimator's state, step; written
   atomically every ``checkpoint_every`` steps and at the end, loaded with ``weights_only=True``;
@@ -199,7 +199,7 @@ class _Run:
 
     def train_step(self) -> tuple[dict, list[dict]]:
         cfg, est = self.config, self.est_config
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_prompts = cfg.completions_per_step // est.k
         if n_prompts <= len(self.prompts):
             pick = torch.randperm(len(self.prompts), generator=self.generator)[:n_prompts].tolist()
@@ -232,7 +232,8 @@ class _Run:
             "return_mean": float(out.returns.mean()), "length_mean": float(lengths.mean()),
             "length_max": int(lengths.max()), "truncated": float(rollout.truncated.float().mean()),
             "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
-            "seconds": time.perf_counter() - t0, "seconds_sample": t_sample - t0,
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "seconds_sample": t_sample - t0,
             "seconds_reward": t_reward - t_sample,
         }
         samples = []
