@@ -81,6 +81,7 @@ def worker_ours(method: str, seed: int, base: str, steps: int, out: str) -> dict
     # Reach the state TRL's worker is in when its baseline RSS is taken (libraries imported, model, reference and
     # reward loaded); run_train then loads its own copy of the 0.5 MB model.
     import matplotlib.pyplot  # noqa: F401
+
     from stochgrad.rlhf.policy import Policy
     from stochgrad.rlhf.rewards import VaderReward
     warm = Policy.from_pretrained(base, max_new_tokens=MAX_NEW_TOKENS)
@@ -232,9 +233,9 @@ def main() -> None:
     from stochgrad.rlhf.demo_data import EVAL_PROMPTS, TRAIN_PROMPTS
     before = _before(str(base))
     pos_mean, pos_max, pos_rows = position_check(str(base))
-    rows = [("| method | k | prompts/step | completions | held-out reward after | KL to pretrained | s/step (median) "
-            "| peak RSS MB | RSS growth in training MB | relative grad variance | cos to mean |"),
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [("| method | k | prompts/step | completions | held-out reward after | KL to pretrained | CPU s/step "
+            "| wall s/step | peak RSS MB | RSS growth in training MB | relative grad variance | cos to mean |"),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in methods:
         rs = results[method]
         k = OURS[method][1] if method in OURS else TRL_K
@@ -248,10 +249,40 @@ def main() -> None:
             f"{_fmt([r['cpu_seconds_per_step'] for r in rs])} | {_fmt([r['seconds_per_step'] for r in rs])} | "
             f"{_fmt([r['peak_rss_mb'] for r in rs], 0)} | "
             f"{_fmt([r['peak_rss_mb'] - r['rss_ready_mb'] for r in rs], 0)} | {vtxt} |")
-    ours_rloo = [r["seconds_per_step"] for r in results.get("rloo k=4", [])]
-    trl = [r["seconds_per_step"] for r in results.get("trl-rloo", [])]
-    ratio = ("TRL's seconds per step / ours (rloo k=4), per seed: "
-             + ", ".join(f"{t / o:.2f}" for t, o in zip(trl, ours_rloo)) + ".") if ours_rloo and trl else ""
+    ratio = ""
+    if results.get("rloo k=4") and results.get("trl-rloo"):
+        pairs = list(zip(results["trl-rloo"], results["rloo k=4"]))
+
+        def per_seed(key: str) -> str:
+            return ", ".join(f"{t[key] / o[key]:.2f}" for t, o in pairs)
+
+        ratio = (f"TRL / ours (rloo k=4), per seed: CPU seconds per step {per_seed('cpu_seconds_per_step')}; "
+                 f"wall seconds per step {per_seed('seconds_per_step')}; peak RSS {per_seed('peak_rss_mb')}.")
+    reading = ""
+    if results.get("rloo k=4") and results.get("trl-rloo"):
+        o, t = results["rloo k=4"], results["trl-rloo"]
+
+        def m(rs, key):
+            return statistics.mean(r[key] for r in rs)
+
+        def growth(rs):
+            return statistics.mean(r["peak_rss_mb"] - r["rss_ready_mb"] for r in rs)
+
+        verdict = ("at least TRL's reward, but our policy also moved further from the reference, so compare "
+                   "reward and KL together" if m(o, "reward") >= m(t, "reward") else "below TRL's reward")
+        reading = f"""Reading, ours (rloo k=4) against TRL (the same estimator, the same completions):
+
+- Held-out reward after {o[0]['completions']} completions: {m(o, 'reward'):.3f} against {m(t, 'reward'):.3f}, at a KL to
+  the pretrained model of {m(o, 'kl'):.2f} against {m(t, 'kl'):.2f} nats per completion: {verdict}.
+- Cost per update: TRL needs {m(t, 'cpu_seconds_per_step') / m(o, 'cpu_seconds_per_step'):.2f}× our CPU time and
+  {m(t, 'peak_rss_mb') - m(o, 'peak_rss_mb'):.0f} MB more peak memory. (TRL's step also runs a no-gradient forward
+  pass for the "old" log-probabilities, which one update per batch does not need; TRL also imports more.)
+- Where we lose: the memory that training adds on top of the loaded model is {growth(o):.0f} MB for us against
+  {growth(t):.0f} MB for TRL; most of ours appears in the first update. The lower peak comes from importing less,
+  not from a leaner training step.
+- GRPO's high reward comes with a KL {m(results['grpo'], 'kl') / m(o, 'kl'):.0f}× RLOO's: reward hacking (see
+  docs/rlhf.md), not a better estimator.
+""" if "grpo" in results else ""
     body = f"""## RLHF: REINFORCE-family estimators and TRL's RLOOTrainer on the demo task
 
 Tiny GPT-2 (2 layers, 4 heads, width 64, 137k parameters, byte-level BPE with 512 tokens) pretrained by the demo
@@ -273,6 +304,7 @@ Machine: {machine()}; another engineer's CPU-heavy jobs ran at the same time, so
 
 {ratio}
 
+{reading}
 TRL's `RLOOTrainer` scores completions (its log-probabilities for the loss and for the KL) with a forward pass
 that passes no `position_ids`, while generation derives positions from the attention mask. For a model with
 absolute position embeddings such as GPT-2 and left-padded prompts of different lengths, the two disagree: on
