@@ -147,3 +147,9 @@ def test_the_train_command_end_to_end(tmp_path, tiny_model_dir, capsys) -> None:
     again = [a if a != "2" else "3" for a in args]                     # --steps 3
     assert main([*again, "--resume"]) == 0
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+    # Resuming needs only the run directory: the saved settings name the model.
+    assert main(["rlhf", "train", "--out", str(out), "--steps", "4", "--resume", "--no-progress"]) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert main(["rlhf", "train", "--out", str(tmp_path / "new"), "--no-progress"]) == 2
+    assert "model: give the directory (or hub id) of a causal LM" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "final/ (the fine-tuned model), summary.md.\n\nestimator presets:\n" + presets,
                         epilog="example: stochgrad rlhf train --model runs/rlhf-demo/base-model --reward vader "
                                "--estimator rloo --k 4 --beta 0.05 --steps 100 --lr 5e-4 --out runs/rloo")
-    t.add_argument("--model", required=True, help="directory (or hub id) of a transformers causal LM")
+    t.add_argument("--model", default="",
+                   help="directory (or hub id) of a transformers causal LM (not needed with --resume)")
     t.add_argument("--reward", default="vader",
                    help="'vader' (prompt + completion), 'vader-completion', or the directory of a "
                         "sequence-classification reward model (default: vader)")
