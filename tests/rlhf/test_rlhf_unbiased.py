@@ -8,8 +8,8 @@ alarm negligible; the group-mean test shows the same check rejects a biased esti
 from __future__ import annotations
 
 import pytest
-import torch
 import rlhf_toy as toy
+import torch
 
 from stochgrad.rlhf.estimators import PolicyGradient, estimator_config
 
