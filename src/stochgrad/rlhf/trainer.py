@@ -1,0 +1,346 @@
+"""``stochgrad rlhf train``: fine-tune a causal LM against a reward, with a run directory and exact resume.
+
+Every step draws P = N/k prompts (uniformly without replacement, from the run's generator), samples k
+completions of each (N = ``completions_per_step``), scores them, builds the estimator's loss, and takes one
+optimiser step. The run directory holds:
+
+- ``config.json``: the :class:`TrainConfig`;
+- ``metrics.jsonl``: one line per step (reward mean/std/min/max, KL, lengths, loss, gradient norm, wall and
+  CPU seconds, completions sampled so far);
+- ``samples.jsonl``: a few (prompt, completion, reward) every ``sample_every`` steps;
+- ``checkpoint.pt``: weights, optimiser state, the generator's state, the estimator's state, step; written
+  atomically every ``checkpoint_every`` steps and at the end, loaded with ``weights_only=True``;
+- ``plots/reward.png``, ``plots/kl.png``: against sampled completions;
+- ``final/``: the fine-tuned model and tokenizer (``save_pretrained``, renamed into place when complete);
+- ``summary.md``.
+
+All input is checked (model, prompts, reward, estimator options) before anything is written. ``resume=True``
+cuts the JSON lines back to the checkpoint's step and continues with the same weights, optimiser state and
+random numbers, so an interrupted run ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.rlhf._threads import torch_threads
+from stochgrad.rlhf.estimators import EstimatorConfig, PolicyGradient, estimator_config
+from stochgrad.rlhf.policy import Policy
+from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
+from stochgrad.rundir import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    prepare_run_dir,
+    read_jsonl,
+    save_checkpoint,
+    truncate_jsonl,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a fine-tuning run (saved as config.json).
+
+    Estimator options left at None take the preset's value (see :data:`stochgrad.rlhf.estimators.PRESETS`).
+    ``prompts`` is ``"demo"`` (the demo's training prompts) or a text file with one prompt per line.
+    """
+
+    model: str = ""
+    reward: str = "vader"
+    reward_label: int | None = None
+    estimator: str = "rloo"
+    k: int | None = None
+    beta: float | None = None
+    baseline: str | None = None
+    scaling: str | None = None
+    kl_estimator: str | None = None
+    kl_in: str | None = None
+    level: str | None = None
+    aggregation: str | None = None
+    prompts: str = "demo"
+    completions_per_step: int = 32
+    steps: int = 100
+    lr: float = 1e-5
+    max_grad_norm: float = 1.0
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    checkpoint_every: int = 10
+    sample_every: int = 10
+    samples_to_log: int = 4
+    threads: int | None = None
+    local_files_only: bool = False
+
+    def estimator_config(self) -> EstimatorConfig:
+        return estimator_config(self.estimator, k=self.k, beta=self.beta, baseline=self.baseline,
+                                scaling=self.scaling, kl_estimator=self.kl_estimator, kl_in=self.kl_in,
+                                level=self.level, aggregation=self.aggregation)
+
+    def validate(self) -> EstimatorConfig:
+        """Check the numbers and the estimator options (not the files: see :func:`load_prompts`)."""
+        est = self.estimator_config()
+        if not self.model:
+            raise InvalidArgumentError("model: give the directory (or hub id) of a causal LM")
+        for name in ("steps", "completions_per_step", "checkpoint_every", "sample_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"{name}: need an integer >= 1; got {value!r}")
+        if self.completions_per_step % est.k:
+            raise BudgetError(f"completions_per_step: {self.completions_per_step} is not a multiple of k={est.k} "
+                              "(every prompt of a step gets k completions)")
+        if not (self.lr > 0):
+            raise InvalidArgumentError(f"lr: need a learning rate > 0; got {self.lr!r}")
+        if est.scaling == "batch-std" and self.completions_per_step < 2:
+            raise BudgetError("completions_per_step: batch-std scaling needs at least 2 completions per step")
+        return est
+
+
+def load_prompts(spec: str | Sequence[str]) -> list[str]:
+    """The prompt set: ``"demo"``, a path to a file with one prompt per line (blank lines skipped), or a list.
+
+    Raises:
+      InvalidArgumentError: naming ``prompts`` for a missing file or an empty set.
+    """
+    if isinstance(spec, str):
+        if spec == "demo":
+            from stochgrad.rlhf.demo_data import TRAIN_PROMPTS
+            return list(TRAIN_PROMPTS)
+        path = Path(spec)
+        if not path.is_file():
+            raise InvalidArgumentError(f"prompts: {spec!r} is not a file (one prompt per line) nor 'demo'")
+        prompts = [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+        where = f"the file {spec!r}"
+    else:
+        prompts, where = [p for p in spec if p.strip()], "the given list"
+    if not prompts:
+        raise InvalidArgumentError(f"prompts: {where} holds no prompts; need at least one non-blank prompt")
+    return prompts
+
+
+def _plot(records: list[dict], key: str, band: str | None, ylabel: str, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    x = [r["samples_seen"] for r in records]
+    y = [r[key] for r in records]
+    ax.plot(x, y, color="tab:blue", lw=1.2)
+    if band is not None and records:
+        lo = [r[key] - r[band] for r in records]
+        hi = [r[key] + r[band] for r in records]
+        ax.fill_between(x, lo, hi, color="tab:blue", alpha=0.15, lw=0)
+    ax.set_xlabel("sampled completions")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def training_plots(records: list[dict], run_dir: Path, title: str) -> list[Path]:
+    """``plots/reward.png`` (mean ± std of the step's rewards) and ``plots/kl.png`` against completions."""
+    if not records:
+        return []
+    return [_plot(records, "reward_mean", "reward_std", "reward", title, run_dir / "plots" / "reward.png"),
+            _plot(records, "kl", None, "KL(π_θ ‖ π_ref) per completion (k1)", title, run_dir / "plots" / "kl.png")]
+
+
+@dataclass
+class TrainResult:
+    """The end of a run: its records and where it was written."""
+
+    records: list[dict]
+    run_dir: Path
+    policy: Policy
+    stopped: str
+
+
+class _Run:
+    """The state of one run: policy, reference, optimiser, estimator, generator, counters."""
+
+    def __init__(self, config: TrainConfig, policy: Policy, reward_fn: RewardFunction, prompts: list[str]) -> None:
+        self.config, self.policy, self.reward_fn, self.prompts = config, policy, reward_fn, prompts
+        self.est_config = config.estimator_config()
+        self.estimator = PolicyGradient(self.est_config)
+        self.reference = policy.reference() if self.est_config.beta > 0 else None
+        self.optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.lr)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.samples_seen = 0
+
+    def state_dict(self) -> dict:
+        return {"model": self.policy.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "estimator": self.estimator.state_dict(),
+                "step": self.step, "samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.estimator.load_state_dict(state["estimator"])
+        self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
+
+    def train_step(self) -> tuple[dict, list[dict]]:
+        cfg, est = self.config, self.est_config
+        t0, c0 = time.perf_counter(), time.process_time()
+        n_prompts = cfg.completions_per_step // est.k
+        if n_prompts <= len(self.prompts):
+            pick = torch.randperm(len(self.prompts), generator=self.generator)[:n_prompts].tolist()
+        else:
+            pick = torch.randint(len(self.prompts), (n_prompts,), generator=self.generator).tolist()
+        rollout = self.policy.sample([self.prompts[i] for i in pick], est.k, self.generator)
+        t_sample = time.perf_counter()
+        rewards = evaluate_rewards(self.reward_fn, rollout.prompts, rollout.completions)
+        t_reward = time.perf_counter()
+        logp = self.policy.token_log_probs(rollout)
+        ref = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self.reference.token_log_probs(rollout)
+        out = self.estimator.loss(logp, rollout.completion_mask, rewards.to(logp.device), ref)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad],
+            cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        self.optimizer.step()
+        self.step += 1
+        self.samples_seen += len(rollout)
+        lengths = rollout.lengths.float()
+        record = {
+            "step": self.step, "samples_seen": self.samples_seen,
+            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
+            "kl": float(out.kl.mean()), "kl_k3": float(out.kl_k3.mean()),
+            "return_mean": float(out.returns.mean()), "length_mean": float(lengths.mean()),
+            "length_max": int(lengths.max()), "truncated": float(rollout.truncated.float().mean()),
+            "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "seconds_sample": t_sample - t0,
+            "seconds_reward": t_reward - t_sample,
+        }
+        samples = []
+        if self.step % cfg.sample_every == 0 or self.step == 1:
+            for i in range(min(cfg.samples_to_log, len(rollout))):
+                j = i * est.k   # one completion from each of the first prompts
+                if j >= len(rollout):
+                    break
+                samples.append({"step": self.step, "prompt": rollout.prompts[j],
+                                "completion": rollout.completions[j], "reward": float(rewards[j])})
+        return record, samples
+
+
+def run_train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+              callback: Callable[[dict], bool | None] | None = None,
+              reward_fn: RewardFunction | None = None, prompts: Sequence[str] | None = None) -> TrainResult:
+    """Run (or resume) a fine-tuning run into the run directory ``out``.
+
+    Args:
+      config: the run's settings; on resume, the saved ones are used (``steps`` may be raised).
+      out: the run directory.
+      resume: continue the run in ``out`` from its checkpoint.
+      progress: show a progress bar.
+      callback: called with each step's record after it is written; returning True stops the run.
+      reward_fn: a reward function object to use instead of ``config.reward`` (for library use; the name saved
+        in config.json is then only a label, and resuming needs the same object passed again).
+      prompts: a prompt list to use instead of ``config.prompts`` (same remark).
+    Returns:
+      :class:`TrainResult`.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(out)
+    cfg_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
+    samples_path, ckpt_path = run_dir / "samples.jsonl", run_dir / "checkpoint.pt"
+    if resume:
+        if not cfg_path.exists():
+            raise InvalidArgumentError(f"resume: {str(run_dir)!r} holds no run to resume (no config.json)")
+        saved = json.loads(cfg_path.read_text())
+        known = {f.name for f in fields(TrainConfig)}
+        steps = config.steps
+        config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+        config.steps = max(steps, config.steps)
+    elif cfg_path.exists() and (ckpt_path.exists() or read_jsonl(metrics_path)):
+        raise InvalidArgumentError(f"out: {str(run_dir)!r} already holds a run; pass --resume to continue it or "
+                                   "choose another --out")
+    config.validate()
+    prompt_list = load_prompts(list(prompts) if prompts is not None else config.prompts)
+    with torch_threads(config.threads):
+        policy = Policy.from_pretrained(config.model, local_files_only=config.local_files_only,
+                                        temperature=config.temperature, top_k=config.top_k,
+                                        max_new_tokens=config.max_new_tokens)
+        policy.encode(prompt_list)   # every prompt tokenizes and fits, before anything is written
+        if reward_fn is None:
+            reward_fn = make_reward(config.reward, label=config.reward_label,
+                                    local_files_only=config.local_files_only)
+        run_dir = prepare_run_dir(run_dir)
+        atomic_write_json(cfg_path, asdict(config))
+        run = _Run(config, policy, reward_fn, prompt_list)
+        if resume and ckpt_path.exists():
+            run.load_state_dict(load_checkpoint(ckpt_path))
+        truncate_jsonl(metrics_path, run.step)
+        kept = [s for s in read_jsonl(samples_path) if s["step"] <= run.step]
+        atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in kept))
+        records = read_jsonl(metrics_path)
+        stopped = "steps"
+        bar = tqdm(total=config.steps, initial=run.step, desc=f"rlhf {config.estimator}", disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            while run.step < config.steps:
+                record, samples = run.train_step()
+                append_jsonl(metrics_path, record)
+                for s in samples:
+                    append_jsonl(samples_path, s)
+                records.append(record)
+                if run.step % config.checkpoint_every == 0:
+                    save_checkpoint(ckpt_path, run.state_dict())
+                bar.update(1)
+                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl']:.3f}")
+                if callback is not None and callback(record):
+                    stopped = "callback"
+                    break
+        finally:
+            bar.close()
+        save_checkpoint(ckpt_path, run.state_dict())
+        finish(run_dir, config, records, policy)
+    return TrainResult(records, run_dir, policy, stopped)
+
+
+def finish(run_dir: Path, config: TrainConfig, records: list[dict], policy: Policy) -> None:
+    """Plots, the final model directory and summary.md."""
+    from stochgrad.rlhf.tiny import save_pretrained_atomic
+
+    est = config.estimator_config()
+    title = f"{config.estimator} ({est.describe()}), seed {config.seed}"
+    training_plots(records, run_dir, title)
+    save_pretrained_atomic(policy.model, policy.tokenizer, run_dir / "final")
+    lines = [f"# stochgrad rlhf train: {config.estimator}", "", f"- estimator: {est.describe()}",
+             f"- model: `{config.model}`; reward: `{config.reward}`", f"- steps: {len(records)} of {config.steps}"]
+    if records:
+        first, last = records[0], records[-1]
+        lines += [f"- completions sampled: {last['samples_seen']}",
+                  (f"- reward (step mean): {first['reward_mean']:.3f} at step 1 -> {last['reward_mean']:.3f} at "
+                  f"step {last['step']}"),
+                  f"- KL(π_θ ‖ π_ref) per completion (k1): {last['kl']:.3f}",
+                  f"- mean completion length: {last['length_mean']:.1f} tokens",
+                  f"- seconds per step (mean): {sum(r['seconds'] for r in records) / len(records):.3f}"]
+    lines += ["", ("Plots: `plots/reward.png`, `plots/kl.png`; metrics: `metrics.jsonl`; samples: `samples.jsonl`; "
+              "model: `final/`; checkpoint: `checkpoint.pt`."), ""]
+    atomic_write_text(run_dir / "summary.md", "\n".join(lines))
