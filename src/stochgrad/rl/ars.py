@@ -30,6 +30,8 @@ class ARS(Estimator):
     Args:
       directions: N, antithetic pairs per estimate (2N evaluations).
       top: b ≤ N, the pairs used.
+
+    Estimates the location of a Normal only (``params`` defaults to ``("loc",)``).
     """
 
     def __init__(self, directions: int, top: int | None = None) -> None:
@@ -45,7 +47,7 @@ class ARS(Estimator):
 
     def plan(self, dist: Family, generator: torch.Generator | None = None,
              params: Sequence[str] | None = None) -> ARSPlan:
-        names = resolve_params(dist, params)
+        names = ("loc",) if params is None else resolve_params(dist, params)
         if names != ("loc",) or type(dist).__name__ != "Normal" or dist.batch_shape != torch.Size():
             raise InvalidArgumentError(f"ARS: perturbs the location of one Normal; got {type(dist).__name__} "
                                        f"with params {list(names)} and batch shape {list(dist.batch_shape)}")

@@ -1,0 +1,4 @@
+import pytest
+
+pytest.importorskip("gymnasium")
+pytest.importorskip("mujoco")
