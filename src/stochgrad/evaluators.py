@@ -275,14 +275,27 @@ class Ray:
         env["env_vars"] = env_vars
         self._started_here = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(include_dashboard=False, runtime_env=env, log_to_driver=False,
-                                          configure_logging=False)
+            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            saved = os.environ.get("PYTHONPATH")
             if address is None:
+                # A local cluster's processes inherit this environment: workers start with the right path, and
+                # without a job runtime environment Ray can use the workers it starts ahead of time.
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+                os.environ["PYTHONPATH"] = env_vars["PYTHONPATH"]
+                if set(env) != {"env_vars"} or set(env_vars) != {"PYTHONPATH"}:
+                    kwargs["runtime_env"] = env
+            else:
+                kwargs["runtime_env"] = env
             try:
                 ray.init(address=address, **kwargs)
             except ConnectionError as exc:
                 raise EvaluationError(f"Ray: cannot join the cluster at address {address!r}: {exc}") from None
+            finally:
+                if address is None:
+                    if saved is None:
+                        os.environ.pop("PYTHONPATH", None)
+                    else:
+                        os.environ["PYTHONPATH"] = saved
             self._started_here = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._map = ray.remote(num_cpus=1, max_retries=0)(_map_chunk)

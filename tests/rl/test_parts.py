@@ -107,3 +107,13 @@ def test_ars_keeps_the_top_b_pairs_by_their_better_return() -> None:
     assert torch.allclose(g.grad["loc"], expect)
     with pytest.raises(sg.InvalidArgumentError, match="top"):
         ARS(4, top=5)
+
+
+def test_ars_keeps_the_same_pairs_when_handed_minus_f() -> None:
+    """SearchGradient(maximize=True) passes −f: with best="min" ARS must keep the pairs with the best returns."""
+    dist = sg.Normal(torch.zeros(3, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64))
+    values = torch.tensor([1.0, 5.0, 2.0, 0.0, 3.0, -1.0, 0.5, 4.0], dtype=torch.float64)
+    up = ARS(4, top=2).plan(dist, torch.Generator().manual_seed(0)).combine(values)
+    down = ARS(4, top=2, best="min").plan(dist, torch.Generator().manual_seed(0)).combine(-values)
+    assert up.info["selected"].tolist() == down.info["selected"].tolist() == [1, 3]
+    assert torch.allclose(up.grad["loc"], -down.grad["loc"])

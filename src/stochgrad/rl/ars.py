@@ -30,17 +30,22 @@ class ARS(Estimator):
     Args:
       directions: N, antithetic pairs per estimate (2N evaluations).
       top: b ≤ N, the pairs used.
+      best: "max" keeps the pairs whose better value is largest (f is a return to maximise); "min" keeps those
+        whose better value is smallest, for a caller that hands in values to minimise (such as
+        :class:`~stochgrad.optim.SearchGradient` with ``maximize=True``, which passes −f).
 
     Estimates the location of a Normal only (``params`` defaults to ``("loc",)``).
     """
 
-    def __init__(self, directions: int, top: int | None = None) -> None:
+    def __init__(self, directions: int, top: int | None = None, best: str = "max") -> None:
         if not isinstance(directions, int) or isinstance(directions, bool) or directions < 1:
             raise BudgetError(f"directions: ARS needs an int >= 1; got {directions!r}")
         top = directions if top is None else top
         if not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= directions:
             raise InvalidArgumentError(f"top: ARS uses 1 <= b <= N = {directions} directions; got {top!r}")
-        self.directions, self.top = directions, top
+        if best not in ("max", "min"):
+            raise InvalidArgumentError(f"best: got {best!r}; choose 'max' or 'min'")
+        self.directions, self.top, self.best = directions, top, best
 
     def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
         return 2 * self.directions
@@ -55,18 +60,19 @@ class ARS(Estimator):
         loc, scale = dist.param("loc"), dist.param("scale")
         eps = torch.randn((self.directions, *loc.shape), generator=generator, dtype=loc.dtype)
         points = torch.cat([loc + scale * eps, loc - scale * eps], 0)
-        return ARSPlan(dist, points, eps, self.top)
+        return ARSPlan(dist, points, eps, self.top, self.best)
 
 
 class ARSPlan(Plan):
     """The 2N points (``[:N]`` = μ + σδ, ``[N:]`` = μ − σδ) and the top-b combination."""
 
-    def __init__(self, dist: Family, points: Tensor, eps: Tensor, top: int) -> None:
-        self.dist, self.points, self.eps, self.top = dist, points, eps, top
+    def __init__(self, dist: Family, points: Tensor, eps: Tensor, top: int, best: str = "max") -> None:
+        self.dist, self.points, self.eps, self.top, self.best = dist, points, eps, top, best
 
     def selected(self, values: Tensor) -> Tensor:
-        """Indices ``[b]`` of the pairs with the largest ``max(f⁺, f⁻)`` (ties: the earlier pair)."""
-        return ars_used(values, self.top)[: self.eps.shape[0]].nonzero().flatten()
+        """Indices ``[b]`` of the kept pairs (ascending)."""
+        v = values if self.best == "max" else -values
+        return ars_used(v, self.top)[: self.eps.shape[0]].nonzero().flatten()
 
     def _combine(self, values: Tensor) -> GradientEstimate:
         values = values.detach()

@@ -203,7 +203,9 @@ class Trainer:
         s = self.settings
         self.normalizer = RunningNormalizer(self.spec.obs_dim, config.normalize)
         if config.estimator == "ars":
-            estimator: Any = ARS(s["episodes_per_iter"] // 2, s["top"])
+            # SearchGradient(maximize=True) hands the estimator −f: the best pairs are those whose better −f is
+            # smallest, i.e. whose better return is largest.
+            estimator: Any = ARS(s["episodes_per_iter"] // 2, s["top"], best="min")
         else:
             estimator = config.estimator
         # The optimiser receives 2σ·ĝ: scale the learning rate of a plain step accordingly (Adam is scale-free).
