@@ -83,7 +83,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from stochgrad.rl.tasks import preset
     from stochgrad.rl.trainer import TrainConfig
 
-    episodes = args.episodes if args.episodes is not None else (None if args.steps is not None else 20000)
+    # a resumed run keeps its saved budget unless a larger one is given
+    default = None if (args.steps is not None or args.resume) else 20000
+    episodes = args.episodes if args.episodes is not None else default
     config = TrainConfig(
         env=args.env, estimator=args.estimator, episodes=episodes, steps=args.steps, seeds=args.seeds,
         seed=args.seed, episodes_per_iter=args.episodes_per_iter, sigma=args.sigma, lr=args.lr,
