@@ -256,35 +256,46 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def variance(args: argparse.Namespace) -> None:
+    from stochgrad.rl.plots import variance_bars
     from stochgrad.rl.variance import VarianceConfig, format_table, run_variance
 
-    cfg = VarianceConfig(envs=args.envs, n=[4, 8], m=[1], k=[2, 4], repeats=args.repeats, warmup=5,
-                         max_episode_steps=args.horizon, evaluator=args.evaluator, workers=args.workers)
-    out = RUNS / "variance"
-    records, _ = run_variance(cfg, out, progress=False)
-    FIGS.mkdir(parents=True, exist_ok=True)
-    from stochgrad.rl.plots import variance_bars
-
     for env in args.envs:
+        out = RUNS / "variance" / env
+        if (out / "summary.md").exists():
+            continue                                    # measured already
+        cfg = VarianceConfig(envs=[env], n=[4, 8], m=[1], k=[2, 4], repeats=args.repeats, warmup=5,
+                             max_episode_steps=args.horizon, evaluator=args.evaluator, workers=args.workers)
+        run_variance(cfg, out, progress=False)
+    records = []
+    for env in ENVS:
+        path = RUNS / "variance" / env / "variance.json"
+        if (RUNS / "variance" / env / "summary.md").exists():
+            records += json.loads(path.read_text())
+    FIGS.mkdir(parents=True, exist_ok=True)
+    envs = sorted({r["env"] for r in records}, key=ENVS.index)
+    for env in envs:
         variance_bars([r for r in records if r["env"] == env], FIGS / f"rl_variance_{env}.png",
                       f"{env}: 1 − Var/Var(SF) on the chosen components")
+    reps = sorted({r["repeats"] for r in records})
+    horizons = sorted({r["horizon"] for r in records})
     lines = [
         "## RL: variance reduction of CCMVD and CCSF against the score function (the thesis's experiment)",
         "",
         f"At the fixed policy W = 0 (where training starts; identity normaliser), σ = ARS's ν for the task, episodes "
-        f"cut at {args.horizon} steps to fit the compute, the task's reward shift. For each (N, M, K): "
-        f"{args.repeats} estimates each of the antithetic score function with 2(N + M·K) episodes, CCMVD(N, M, K) and "
-        "CCSF(N, M, K) (after 5 warm-up estimates that only fill the hybrids' running statistics). Reduction = "
-        "1 − mean over chosen components j of Var(X_j | j chosen) / Var(SF_j), over the components chosen in at "
-        "least 3 estimates; ± a bootstrap standard error over the estimates. Positive = less variance than the score "
-        "function with the same episodes.",
+        f"cut at {', '.join(map(str, horizons))} steps to fit the compute, the task's reward shift. For each (N, M, K): "
+        f"{', '.join(map(str, reps))} estimates each of the antithetic score function with 2(N + M·K) episodes, "
+        "CCMVD(N, M, K) and CCSF(N, M, K) (after 5 warm-up estimates that only fill the hybrids' running "
+        "statistics). Reduction = 1 − mean over chosen components j of Var(X_j | j chosen) / Var(SF_j), over the "
+        "components chosen in at least 3 estimates; ± a bootstrap standard error over the estimates. Positive = less "
+        "variance than the score function with the same episodes.",
         "",
-        f"Command: `{command()}`  ",
+        f"Command: `python benchmarks/rl.py variance --envs {','.join(envs)} --repeats {args.repeats} "
+        f"--horizon {args.horizon}` (one process per task)  ",
         f"Machine: {machine()}",
         "",
         format_table(records),
         "",
-        "Figures: " + ", ".join(f"`docs/figures/rl_variance_{e}.png`" for e in args.envs),
+        "Figures: " + ", ".join(f"`docs/figures/rl_variance_{e}.png`" for e in envs),
     ]
     update_section("rl-variance", "\n".join(lines))
     print("\n".join(lines))

@@ -70,6 +70,12 @@ class Serial:
     def close(self) -> None:
         """Nothing to stop (for symmetry with the parallel evaluators)."""
 
+    def __enter__(self) -> Serial:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return "Serial()"
 

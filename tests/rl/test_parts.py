@@ -117,3 +117,15 @@ def test_ars_keeps_the_same_pairs_when_handed_minus_f() -> None:
     down = ARS(4, top=2, best="min").plan(dist, torch.Generator().manual_seed(0)).combine(-values)
     assert up.info["selected"].tolist() == down.info["selected"].tolist() == [1, 3]
     assert torch.allclose(up.grad["loc"], -down.grad["loc"])
+
+
+def test_docs_table_of_ars_settings_is_the_code() -> None:
+    from pathlib import Path
+
+    from stochgrad.rl.tasks import TASKS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rl.md").read_text()
+    for t in TASKS.values():
+        row = (f"| {t.env_id} | {t.step_size:g} | {t.noise:g} | {t.directions} | {t.top} | {t.shift:g} | "
+               f"{t.threshold:g} |")
+        assert row in text, row
