@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import stochgrad
-from stochgrad.evaluators import ProcessPool, Ray
+from stochgrad.evaluators import Ray
 from stochgrad.rl.envs import RLEnvironmentError
 from stochgrad.rl.rollout import TRAIN, episode_seed
 from stochgrad.rl.trainer import TrainConfig, Trainer
@@ -36,14 +36,13 @@ def _rows(trainer: Trainer, n: int) -> list[dict]:
     return [{k: v for k, v in trainer.step().items() if k != "seconds"} for _ in range(n)]
 
 
-def test_ray_gives_the_same_learning_curve_as_the_process_pool(ray_ev) -> None:
+def test_ray_gives_the_same_learning_curve_as_the_process_pool(ray_ev, pool) -> None:
     cfg = TrainConfig(env="Hopper-v5", estimator="ccmvd", episodes=48, max_episode_steps=100, eval_every=2,
                       eval_episodes=2, evaluator="ray")
     a = Trainer(cfg, 3, ray_ev)
     rows_ray = _rows(a, 3)
-    with ProcessPool(workers=2) as pool:
-        b = Trainer(cfg, 3, pool)
-        rows_pool = _rows(b, 3)
+    b = Trainer(cfg, 3, pool)
+    rows_pool = _rows(b, 3)
     assert rows_ray == rows_pool
     assert np.array_equal(a.weights, b.weights)
     assert rows_ray[-1]["eval_return"] is not None
@@ -73,3 +72,12 @@ def test_environment_errors_come_back_from_ray_workers(ray_ev) -> None:
                       env_kwargs={"nan_seed": bad, "what": "reward"})
     with pytest.raises(RLEnvironmentError, match=rf"{FAULTY} returned a non-finite reward .*step 5"):
         Trainer(cfg, 0, ray_ev).step()
+
+
+def test_ray_evaluates_points_like_the_other_evaluators(ray_ev) -> None:
+    import torch
+
+    from stochgrad.evaluators import Serial
+
+    points = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(ray_ev(torch.linalg.norm, points), Serial()(torch.linalg.norm, points))
