@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stochgrad.errors import InvalidArgumentError
 from stochgrad.distributions.normal import Normal
+from stochgrad.errors import InvalidArgumentError
 from stochgrad.estimators.registry import estimator_names, get_spec, minimum_budget
 from stochgrad.optim.search import OPTIMIZERS, SearchGradient
 from stochgrad.optim.shaping import centered_ranks
