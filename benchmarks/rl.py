@@ -285,9 +285,12 @@ def variance(args: argparse.Namespace) -> None:
         f"cut at {', '.join(map(str, horizons))} steps to fit the compute, the task's reward shift. For each (N, M, K): "
         f"{', '.join(map(str, reps))} estimates each of the antithetic score function with 2(N + M·K) episodes, "
         "CCMVD(N, M, K) and CCSF(N, M, K) (after 5 warm-up estimates that only fill the hybrids' running "
-        "statistics). Reduction = 1 − mean over chosen components j of Var(X_j | j chosen) / Var(SF_j), over the "
-        "components chosen in at least 3 estimates; ± a bootstrap standard error over the estimates. Positive = less "
-        "variance than the score function with the same episodes.",
+        "statistics). With C_r the K components a hybrid X chose in estimate r and ḡ the mean of all estimates (all "
+        "three estimators are unbiased), reduction = 1 − Σ_r Σ_{j∈C_r} (X_rj − ḡ_j)² / Σ_r Σ_{j∈C_r} Var(SF_j); "
+        "± a bootstrap standard error over the estimates. Positive = less variance than the score function with the "
+        "same episodes on the components where the hybrid spent its second budget. CCSF is the control: combining "
+        "two score functions can at best match one with their joint budget, so its reduction should be near 0 or "
+        "below.",
         "",
         f"Command: `python benchmarks/rl.py variance --envs {','.join(envs)} --repeats {args.repeats} "
         f"--horizon {args.horizon}` (one process per task)  ",

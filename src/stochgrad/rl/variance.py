@@ -4,13 +4,15 @@ gradient on the components they choose, against a score function with the same b
 For every (N, M, K): the antithetic score function with 2(N + M·K) episodes (leave-one-pair-out baseline,
 which with pairs equals no baseline), CCMVD(N, M, K) and CCSF(N, M, K) (each 2N + 2·M·K episodes) each estimate
 ∇_W E[return] ``repeats`` times at the same fixed policy, after ``warmup`` estimates that only fill the hybrids'
-running statistics (their choice of components and their weights come from earlier estimates only). For a
-component j that a hybrid X chose in at least 3 repeats,
+running statistics (their choice of components and their weights come from earlier estimates only). Every estimator is
+unbiased, so the mean ḡ of all their estimates stands in for the true gradient, and with C_r the components a
+hybrid X chose in repeat r,
 
-    ratio_j = Var(X_j | j chosen) / Var(SF_j),
+    reduction = 1 − Σ_r Σ_{j∈C_r} (X_rj − ḡ_j)²  /  Σ_r Σ_{j∈C_r} Var(SF_j),
 
-and the relative variance reduction is ``1 − mean_j ratio_j`` over those components (its standard error from
-a bootstrap over the repeats). Positive means X is less noisy where it spends its second budget. Episodes use
+the squared error of X where it spent its second budget against the score function's variance on the same
+components (every repeat counts, whatever it chose); its standard error comes from a bootstrap over the repeats.
+Positive means X is less noisy where it spends its second budget. Episodes use
 the task's reward shift, so f is the objective that training maximises.
 """
 
@@ -104,34 +106,29 @@ def _fixed_policy(config: VarianceConfig, env: str, obs_dim: int, n_params: int
     return state["weights"].numpy().reshape(-1).astype(np.float64), mean, std
 
 
-def relative_reduction(x: np.ndarray, chosen: np.ndarray, sf: np.ndarray, boot: int = 200,
-                       rng: np.random.Generator | None = None) -> tuple[float, float, int]:
-    """``1 − mean_j Var(x_j | chosen)/Var(sf_j)`` over components chosen in >= 3 repeats, its bootstrap standard
-    error, and the number of such components.
+def relative_reduction(x: np.ndarray, chosen: np.ndarray, sf: np.ndarray, center: np.ndarray, boot: int = 200,
+                       rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """``1 − Σ_{r, j∈C_r} (x_rj − center_j)² / Σ_{r, j∈C_r} Var(sf_j)`` and its bootstrap standard error.
 
     Args:
-      x: the hybrid's estimates ``[R, D]``; chosen: ``[R, D]`` booleans; sf: score-function estimates ``[R', D]``.
+      x: the hybrid's estimates ``[R, D]``; chosen: ``[R, D]`` booleans (C_r); sf: score-function estimates
+        ``[R', D]``; center: the pooled mean of every estimate ``[D]`` (the true gradient's stand-in).
     """
     rng = rng or np.random.default_rng(0)
 
-    def stat(xi: np.ndarray, ci: np.ndarray, si: np.ndarray) -> tuple[float, int]:
-        comps = np.flatnonzero(ci.sum(0) >= 3)
-        ratios = []
-        for j in comps:
-            v_sf = si[:, j].var(ddof=1)
-            if v_sf > 0:
-                ratios.append(xi[ci[:, j], j].var(ddof=1) / v_sf)
-        return (1.0 - float(np.mean(ratios)), len(ratios)) if ratios else (float("nan"), 0)
+    def stat(xi: np.ndarray, ci: np.ndarray, si: np.ndarray) -> float:
+        den = (ci * si.var(0, ddof=1)).sum()
+        return 1.0 - float((ci * (xi - center) ** 2).sum() / den) if den > 0 else float("nan")
 
-    value, count = stat(x, chosen, sf)
+    value = stat(x, chosen, sf)
     reps = []
     for _ in range(boot):
         a = rng.integers(0, x.shape[0], x.shape[0])
         b = rng.integers(0, sf.shape[0], sf.shape[0])
-        v, _ = stat(x[a], chosen[a], sf[b])
+        v = stat(x[a], chosen[a], sf[b])
         if np.isfinite(v):
             reps.append(v)
-    return value, (float(np.std(reps, ddof=1)) if len(reps) > 1 else float("nan")), count
+    return value, (float(np.std(reps, ddof=1)) if len(reps) > 1 else float("nan"))
 
 
 def measure_env(config: VarianceConfig, env: str, evaluator: Any, bar: Any = None) -> list[dict]:
@@ -164,6 +161,7 @@ def measure_env(config: VarianceConfig, env: str, evaluator: Any, bar: Any = Non
         sf = ScoreFunction(budget, baseline="loo", antithetic=True)
         sf_grads = np.stack([sf.estimate(f, dist, gen, ("loc",)).grad["loc"].numpy()
                              for _ in range(config.repeats)])
+        runs = {}
         for name, cls in (("ccmvd", CCMVD), ("ccsf", CCSF)):
             est = cls(n_samples=n, samples_per_dim=m, k=k)
             for _ in range(config.warmup):
@@ -175,16 +173,19 @@ def measure_env(config: VarianceConfig, env: str, evaluator: Any, bar: Any = Non
                 mask = np.zeros(spec.n_params, dtype=bool)
                 mask[g.info["components"]["loc"].numpy().reshape(-1)] = True
                 chosen.append(mask)
-            red, se, count = relative_reduction(np.stack(grads), np.stack(chosen), sf_grads)
+            runs[name] = (np.stack(grads), np.stack(chosen))
+        center = np.concatenate([sf_grads, *[g for g, _ in runs.values()]]).mean(0)
+        for name, (grads, chosen) in runs.items():
+            red, se = relative_reduction(grads, chosen, sf_grads, center)
             records.append({"env": env, "n": n, "m": m, "k": k, "budget": budget, "estimator": name,
-                            "reduction": red, "stderr": se, "components": count, "repeats": config.repeats,
-                            "sigma": sigma, "horizon": spec.max_episode_steps})
+                            "reduction": red, "stderr": se, "components": int(chosen.any(0).sum()),
+                            "repeats": config.repeats, "sigma": sigma, "horizon": spec.max_episode_steps})
     return records
 
 
 def format_table(records: list[dict]) -> str:
     """Markdown table of the records."""
-    lines = ["| env | N | M | K | budget 2(N+MK) | estimator | variance reduction vs SF | components |",
+    lines = ["| env | N | M | K | budget 2(N+MK) | estimator | variance reduction vs SF | components ever chosen |",
              "|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in records:
         lines.append(f"| {r['env']} | {r['n']} | {r['m']} | {r['k']} | {r['budget']} | {r['estimator']} | "
