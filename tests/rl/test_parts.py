@@ -129,3 +129,18 @@ def test_docs_table_of_ars_settings_is_the_code() -> None:
         row = (f"| {t.env_id} | {t.step_size:g} | {t.noise:g} | {t.directions} | {t.top} | {t.shift:g} | "
                f"{t.threshold:g} |")
         assert row in text, row
+
+
+def test_relative_reduction_measures_variance_on_the_chosen_components() -> None:
+    from stochgrad.rl.variance import relative_reduction
+
+    rng = np.random.default_rng(0)
+    R, D, g = 4000, 6, np.arange(6.0)
+    sf = g + rng.normal(0, 2.0, (R, D))
+    chosen = np.zeros((R, D), dtype=bool)
+    chosen[np.arange(R), rng.integers(0, D, R)] = True
+    # a quarter of the variance where chosen (noisier elsewhere: must not count), the same variance: about 0
+    better = g + rng.normal(0, 2.0, (R, D)) * np.where(chosen, 0.5, 3.0)
+    same = g + rng.normal(0, 2.0, (R, D))
+    assert relative_reduction(better, chosen, sf, g, boot=20)[0] == pytest.approx(0.75, abs=0.05)
+    assert relative_reduction(same, chosen, sf, g, boot=20)[0] == pytest.approx(0.0, abs=0.08)
