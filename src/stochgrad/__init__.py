@@ -37,12 +37,13 @@ from stochgrad.estimators import (
     min_variance_weight,
 )
 from stochgrad.expectation import expectation
+from stochgrad.structured import Separable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
     "Uniform", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
-    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "evaluators", "StochgradError", "InvalidArgumentError",
+    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
     "UnsupportedError", "BudgetError", "EvaluationError", "__version__",
 ]

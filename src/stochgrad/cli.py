@@ -42,11 +42,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="test function(s), comma-separated (default: rosenbrock)")
     p.add_argument("--dim", "--dims", dest="dims", type=_ints, default=[2, 10, 100],
                    help="dimension(s) D, comma-separated; one plot panel per dim (default: 2,10,100)")
-    p.add_argument("--estimators", type=_csv, default=["sf-loo", "sf-antithetic", "mvd", "pathwise"],
-                   help="estimators by name, comma-separated (default: sf-loo,sf-antithetic,mvd,pathwise)")
-    p.add_argument("--budgets", type=_csv, default=["2D", "4D", "8D", "16D", "32D"],
+    p.add_argument("--estimators", type=_csv, default=["sf-loo", "sf-antithetic", "mvd", "auto", "pathwise"],
+                   help="estimators by name, comma-separated (default: sf-loo,sf-antithetic,mvd,auto,pathwise)")
+    p.add_argument("--budgets", type=_csv, default=["2D", "4D", "8D", "16D"],
                    help="evaluations of f per estimate, comma-separated: a number (80) or a multiple of the "
-                        "dimension (4D = 4 x dim); every estimator gets the same budget (default: 2D,4D,8D,16D,32D)")
+                        "dimension (4D = 4 x dim); every estimator gets the same budget (default: 2D,4D,8D,16D)")
     p.add_argument("--repeats", type=int, default=200,
                    help="independent estimates per measurement (default: 200)")
     p.add_argument("--scale", type=float, default=0.1, help="σ of the Normal search distribution (default: 0.1)")

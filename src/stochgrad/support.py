@@ -19,6 +19,10 @@ def support_rows() -> list[dict[str, str]]:
                 "antithetic": "yes" if param in cls.score_params and cls.symmetric else "",
                 "measure-valued": wd.description if wd else "",
                 "pathwise": "yes" if param in cls.reparam_params else "",
+                "CCMVD": "yes" if wd and param in cls.score_params else "",
+                "CCSF": "yes" if param in cls.score_params else "",
+                "Auto": ("SF + MVD" if wd and param in cls.score_params else "MVD" if wd
+                         else "SF" if param in cls.score_params else ""),
             })
     return rows
 

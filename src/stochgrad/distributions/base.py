@@ -148,6 +148,26 @@ class Family:
         with torch.no_grad():
             return self._sample(_as_shape(sample_shape), generator)
 
+    def sample_into(self, out: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Fill ``out`` (shaped ``[*S, *batch_shape, D]``) with draws, reusing its memory where the family can.
+
+        Consumes the generator exactly as ``sample(S)`` does, so both give the same numbers.
+        """
+        with torch.no_grad():
+            shape = out.shape[: out.dim() - len(self.batch_shape) - 1]
+            return out.copy_(self._sample(tuple(shape), generator))
+
+    def sample_with_noise(self, sample_shape: SampleShape = (),
+                          generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """Draws and, where the family is a transformation of standard noise, that noise (else None); the
+        noise lets :meth:`score_terms` skip recomputing it."""
+        return self.sample(sample_shape, generator), None
+
+    def score_terms(self, x: Tensor, noise: Tensor | None, name: str) -> tuple[Tensor, Tensor | float, float, int]:
+        """The score as ``a · (T − c)``: returns (T ``[*S, *batch, *comp]``, a, c, parity), where parity (±1)
+        says how T changes under :meth:`reflect`. The default is T = the score itself."""
+        return self.score(x, name), 1.0, 0.0, 1
+
     def rsample(self, sample_shape: SampleShape = (), generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised draws shaped ``[*sample_shape, *batch_shape, D]`` that carry gradient to the
         parameters in ``reparam_params``."""

@@ -49,7 +49,30 @@ class Normal(Family):
     def _sample(self, shape, generator):
         loc, scale = self._p("loc"), self._p("scale")
         eps = _random.standard_normal((*shape, *loc.shape), generator, loc.dtype)
-        return loc + scale * eps
+        return torch.addcmul(loc, scale, eps)
+
+    def sample_into(self, out: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if out.dtype != self.dtype:
+            return super().sample_into(out, generator)
+        with torch.no_grad():
+            torch.randn(out.shape, generator=generator, dtype=out.dtype, out=out)
+            return out.mul_(self._p("scale")).add_(self._p("loc"))
+
+    def sample_with_noise(self, sample_shape=(), generator=None):
+        shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        loc, scale = self._p("loc"), self._p("scale")
+        eps = _random.standard_normal((*shape, *loc.shape), generator, loc.dtype)
+        return torch.addcmul(loc, scale, eps), eps
+
+    def score_terms(self, x, noise, name):
+        if name not in ("loc", "scale"):
+            return super().score_terms(x, noise, name)
+        if noise is None:
+            noise = (x - self._p("loc")) / self._p("scale")
+        inv = 1.0 / self._p("scale")
+        if name == "loc":
+            return noise, inv, 0.0, -1          # s = ε/σ, odd under x → 2μ − x
+        return noise * noise, inv, 1.0, 1       # s = (ε² − 1)/σ, even
 
     def reflect(self, x: Tensor) -> Tensor:
         return 2 * self._p("loc") - x

@@ -42,58 +42,97 @@ from stochgrad.estimators.running import ComponentStats, StatsMixin
 from stochgrad.estimators.score_function import ScoreFunction
 
 F64 = torch.float64
+#: Copies on which the shared split is chosen (all copies then get their own allocation for it).
+DECIDE_COPIES = 64
 
 
-def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 50) -> Tensor:
-    """Integer MVD pairs per component minimising Σ h_j(m_j) with Σ m_j = total, per copy.
+def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 14) -> Tensor:
+    """Integer MVD pairs per component minimising Σ h_j(m_j) with Σ m_j = total, per copy (exactly).
+
+    h_j is convex and decreasing in m_j, so the optimum gives every pair to the largest remaining marginal gain
+    Δ_j(k) = h_j(k − 1) − h_j(k); equivalently m_j(λ) = #{k : Δ_j(k) ≥ λ} for the threshold λ at which the counts
+    sum to ``total``. m_j(λ) has a closed form, so λ is found by bisection in log space and the few pairs left
+    by ties go to the largest next gains.
 
     Args:
-      A: score-function variance per component at the chosen n, ``[*batch, J]`` (``inf`` where there is none).
+      A: score-function variance per component at the chosen n, ``[*batch, J]`` (``inf``: no score function).
       b: per-pair MVD variance, ``[*batch, J]`` (> 0).
       lower: least pairs per component (0 or 1), ``[*batch, J]``; ``Σ lower <= total``.
       total: pairs to hand out per copy (an int, or an int tensor broadcastable to ``[*batch]``).
     Returns:
       ``[*batch, J]`` int64 counts summing to ``total`` in every copy.
     """
-    total = torch.as_tensor(total).expand(A.shape[:-1]).to(F64)
-    sqrt_b = b.sqrt()
-    # b/A: the score function's head start; A = 0 (the score function is exact) means no pairs at all.
-    offset = torch.where(torch.isfinite(A), b / A.clamp_min(1e-300), torch.zeros_like(b))
-    offset = torch.where(A > 0, offset, torch.full_like(b, math.inf))
+    total = torch.as_tensor(total).expand(A.shape[:-1]).to(F64).unsqueeze(-1)
+    pure = torch.isinf(A)
+    A_ = torch.where(pure | (A <= 0), torch.ones_like(A), A)
+    lower_l = lower.long()
 
-    def alloc(t: Tensor) -> Tensor:
-        return torch.maximum(lower, t.unsqueeze(-1) * sqrt_b - offset)
+    def count(lam: Tensor) -> Tensor:
+        # With a score function: Δ(k) = A²b / ((A(k−1) + b)(Ak + b)) ≥ λ  ⇔  k ≤ (u − b)/A,
+        # u = (A + √(A² + 4A²b/λ))/2. Pure MVD: h(k) = b/k, Δ(k) = b/(k(k−1)) ≥ λ  ⇔  k ≤ (1 + √(1 + 4b/λ))/2.
+        k_sf = ((A_ + torch.sqrt(A_ * A_ + 4 * A_ * A_ * b / lam)) / 2 - b) / A_
+        k_pure = (1 + torch.sqrt(1 + 4 * b / lam)) / 2
+        k = torch.where(pure, k_pure, torch.where(A > 0, k_sf, torch.zeros_like(A)))
+        return torch.maximum(k.floor().clamp_max(1e12).long(), lower_l)
 
-    # Σ max(lower, t√b − offset) >= t Σ√b − Σ offset, so this t hands out at least ``total``.
-    finite = torch.isfinite(offset)
-    hi = (total + torch.where(finite, offset, 0.0).sum(-1) + lower.sum(-1)) / \
-        torch.where(finite, sqrt_b, 0.0).sum(-1).clamp_min(1e-300)
-    lo = torch.zeros_like(hi)
+    # Bracket λ around the continuous optimum λ₀ = 1/t², where m_j = max(lower_j, t√b_j − b_j/A_j) sums to
+    # ``total`` (piecewise linear in t: sort the kinks), then bisect in log λ; widen where the bracket misses.
+    log0 = -2 * torch.log(_continuous_t(A, b, lower, total.squeeze(-1)).clamp_min(1e-150)).unsqueeze(-1)
+    log_lo, log_hi = log0 - 4.0, log0 + 4.0
+    for _ in range(8):
+        too_high = count(log_lo.exp()).sum(-1, keepdim=True) < total
+        too_low = count(log_hi.exp()).sum(-1, keepdim=True) > total
+        if not bool(too_high.any() or too_low.any()):
+            break
+        log_lo = torch.where(too_high, log_lo - 16.0, log_lo)
+        log_hi = torch.where(too_low, log_hi + 16.0, log_hi)
     for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        over = alloc(mid).sum(-1) > total
-        hi = torch.where(over, mid, hi)
-        lo = torch.where(over, lo, mid)
-    m = alloc(lo)
-    base = torch.maximum(m.floor(), lower).long()
-    left = total.long().unsqueeze(-1) - base.sum(-1, keepdim=True)            # >= 0 since Σ alloc(lo) <= total
-    frac = (m - base).clamp_min(0) + 1e-9 * sqrt_b / sqrt_b.sum(-1, keepdim=True).clamp_min(1e-300)
-    order = frac.argsort(-1, descending=True)
+        mid = 0.5 * (log_lo + log_hi)
+        enough = count(mid.exp()).sum(-1, keepdim=True) >= total
+        log_lo = torch.where(enough, mid, log_lo)
+        log_hi = torch.where(enough, log_hi, mid)
+    m = count(log_hi.exp())                                     # Σ m <= total
+    left = total.long() - m.sum(-1, keepdim=True)
+    gain = _term(A, b, m) - _term(A, b, m + 1)
+    order = gain.argsort(-1, descending=True)
     rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order))
     extra = (rank < left).long()
-    # If the leftover exceeds J (possible only when everything was tiny), spread it evenly.
-    over = (left - extra.sum(-1, keepdim=True)).clamp_min(0)
-    J = base.shape[-1]
-    return base + extra + over // J + (torch.arange(J) < over % J).long()
+    over = (left - extra.sum(-1, keepdim=True)).clamp_min(0)   # only when everything is saturated
+    J = m.shape[-1]
+    return m + extra + over // J + (torch.arange(J) < over % J).long()
+
+
+def _continuous_t(A: Tensor, b: Tensor, lower: Tensor, total: Tensor) -> Tensor:
+    """The t at which Σ_j max(lower_j, t√b_j − b_j/A_j) = total (the continuous water level), ``[*batch]``."""
+    sqrt_b = b.sqrt()
+    offset = torch.where(torch.isfinite(A), b / A.clamp_min(1e-300), torch.zeros_like(b))
+    offset = torch.where(A > 0, offset, torch.full_like(b, math.inf))
+    kink = (lower + offset) / sqrt_b.clamp_min(1e-300)
+    order = kink.argsort(-1)
+    k_sorted = kink.gather(-1, order)
+    ok = torch.isfinite(k_sorted)
+    sb = torch.where(ok, sqrt_b.gather(-1, order), 0.0)
+    co = torch.where(ok, (offset + lower).gather(-1, order), 0.0)
+    base_total = lower.sum(-1, keepdim=True)
+    at_kink = base_total + torch.where(ok, k_sorted * (sb.cumsum(-1) - sb) - (co.cumsum(-1) - co), torch.inf)
+    active = (at_kink <= total.unsqueeze(-1)).sum(-1, keepdim=True).clamp_min(1)
+    B_k = sb.cumsum(-1).gather(-1, active - 1)
+    C_k = co.cumsum(-1).gather(-1, active - 1)
+    t = ((total.unsqueeze(-1) - base_total + C_k) / B_k.clamp_min(1e-300)).squeeze(-1)
+    return torch.where(torch.isfinite(t) & (t > 0), t, torch.ones_like(t))
+
+
+def _term(A: Tensor, b: Tensor, m: Tensor) -> Tensor:
+    """h_j(m_j): the predicted variance of component j with m_j MVD pairs, elementwise."""
+    mf = m.to(F64)
+    with_mvd = A * b / (A * mf + b)
+    pure = b / mf.clamp_min(1)
+    return torch.where(m > 0, torch.where(torch.isfinite(A), with_mvd, pure), A)
 
 
 def predicted_mse(A: Tensor, b: Tensor, m: Tensor) -> Tensor:
     """Σ_j h_j(m_j) per copy, ``[*batch]``."""
-    mf = m.to(F64)
-    with_mvd = A * b / (A * mf + b)
-    pure = b / mf.clamp_min(1)
-    h = torch.where(m > 0, torch.where(torch.isfinite(A), with_mvd, pure), A)
-    return h.sum(-1)
+    return _term(A, b, m).sum(-1)
 
 
 def slots(counts: Tensor) -> Tensor:
@@ -110,7 +149,7 @@ def _grid(budget: int) -> list[int]:
     out, k = {0, budget}, 2
     while k < budget:
         out.add(k + (budget - k) % 2)
-        k = max(k + 1, int(k * 1.25))
+        k = max(k + 1, int(k * 1.4))
     return sorted(x for x in out if (x == 0 or x >= 2) and x <= budget)
 
 
@@ -180,93 +219,78 @@ class Auto(StatsMixin, Estimator):
                                     torch.where(torch.isfinite(median), median, fallback)))
         return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
 
-    def _allocate(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
-                  n: int, S: int, generator: torch.Generator | None) -> tuple[float, dict[str, Tensor]]:
-        """Predicted MSE (mean over copies) and pairs per component for n score-function samples."""
-        a = {p: self._stats[p].first.value.to(F64) for p in names}
-        b = {p: self._mvd_variance(p) for p in mvd_names}
-        A = {p: (a[p] / n if (n > 0 and p in sf_names) else torch.full_like(a[p], math.inf)) for p in names}
-        lower = {p: torch.isinf(A[p]).to(F64) for p in mvd_names}
-        # Split S between parameters on the joint allocation averaged over copies, then allocate per copy.
-        if len(mvd_names) > 1:
-            joint = water_fill(torch.cat([A[p] for p in mvd_names], -1), torch.cat([b[p] for p in mvd_names], -1),
-                               torch.cat([lower[p] for p in mvd_names], -1), S)
-            sizes = [dist.n_components(p) for p in mvd_names]
-            shares = [c.sum(-1).to(F64).mean().item() for c in joint.split(sizes, -1)]
-            per = [int(round(x)) for x in shares]
-            per[-1] = S - sum(per[:-1])
-            mins = [int(lower[p].sum(-1).max()) for p in mvd_names]
-            per = [max(x, lo) for x, lo in zip(per, mins)]
-            if sum(per) > S:
-                return math.inf, {}
-            per[int(torch.tensor(per).argmax())] += S - sum(per)
-        else:
-            per = [S] if mvd_names else []
-        counts, total = {}, torch.zeros(dist.batch_shape, dtype=F64)
-        for p, s_p in zip(mvd_names, per):
-            if s_p < int(lower[p].sum(-1).max()):
-                return math.inf, {}
-            counts[p] = water_fill(A[p], b[p], lower[p], s_p) if s_p > 0 else torch.zeros_like(a[p], dtype=torch.long)
-            total = total + predicted_mse(A[p], b[p], counts[p])
-        for p in names:
-            if p not in mvd_names:
-                total = total + A[p].sum(-1)
-        return float(total.mean()), counts
-
     def _decide(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
                 generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
+        """Evaluate every candidate n at once: one batched water-fill over the components of all parameters."""
         B = self.budget
-        J = {p: dist.n_components(p) for p in names}
         known = all(bool(self._stats[p].first.known.all()) for p in sf_names) and \
             all(bool(self._stats[p].second_known.any()) for p in mvd_names)
         if not known:
             return self._first_split(dist, names, sf_names, mvd_names, generator)
-        if len(mvd_names) == 1 and len(names) == 1:
-            return self._decide_one(dist, names[0], bool(sf_names), generator)
-        best = (math.inf, 0, {})
-        for n in _grid(B):
-            if n == 0 and (len(sf_names) != len(names) or set(mvd_names) != set(names)):
-                if sf_names and len(mvd_names) < len(names):
-                    continue
-            if n > 0 and not sf_names:
-                continue
-            if n == 0 and any(p not in mvd_names for p in names):
-                continue
-            S = (B - n) // 2
-            if not mvd_names and S > 0:
-                continue
-            cost, counts = self._allocate(dist, names, sf_names, mvd_names, n, S, generator)
-            if cost < best[0]:
-                best = (cost, n, counts)
-        cost, n, counts = best
-        if not counts and mvd_names:
+        sizes = [dist.n_components(p) for p in mvd_names]
+        pure_ok = set(mvd_names) == set(names) and B // 2 >= sum(sizes)
+        forced_pairs = sum(dist.n_components(p) for p in mvd_names if p not in sf_names)
+        ns = [n for n in _grid(B) if (n > 0 and sf_names and (B - n) // 2 >= forced_pairs) or (n == 0 and pure_ok)]
+        if not ns:
             return self._first_split(dist, names, sf_names, mvd_names, generator)
-        if n > 0 and self.explore > 0:
-            counts = self._explore(counts, generator)
-        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                              "predicted_mse": cost}
-        return n, counts
+        G = len(ns)
+        bview = (G, *([1] * (len(dist.batch_shape) + 1)))
+        n_t = torch.tensor(ns, dtype=F64).reshape(bview)
+        a = {p: self._stats[p].first.value.to(F64) for p in names}
 
-    def _decide_one(self, dist: Family, p: str, has_sf: bool,
-                    generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
-        """The common case, one parameter: every candidate n at once."""
-        B = self.budget
-        ns = [n for n in _grid(B) if (n == 0 or has_sf) and (n > 0 or (B // 2) >= dist.n_components(p))]
-        n_t = torch.tensor(ns, dtype=F64).reshape(-1, *([1] * (len(dist.batch_shape) + 1)))    # [G, 1.., 1]
-        a = self._stats[p].first.value.to(F64)
-        b = self._mvd_variance(p)
-        A = torch.where(n_t > 0, a / n_t.clamp_min(1), torch.full_like(n_t, math.inf)).expand(len(ns), *a.shape)
-        lower = torch.isinf(A).to(F64)
-        S = torch.tensor([(B - n) // 2 for n in ns]).reshape(-1, *([1] * len(dist.batch_shape)))
-        counts = water_fill(A, b.expand_as(A), lower, S)
-        cost = predicted_mse(A, b.expand_as(A), counts).reshape(len(ns), -1).mean(-1)
-        i = int(cost.argmin())
-        n, chosen = ns[i], counts[i]
-        out = {p: chosen}
-        if n > 0 and self.explore > 0:
-            out = self._explore(out, generator)
-        self.last_decision = {"n_sf": n, "pairs": {p: (B - n) // 2}, "predicted_mse": float(cost[i])}
-        return n, out
+        def A_of(p: str) -> Tensor:                                        # [G, *batch, J_p]
+            if p in sf_names:
+                return torch.where(n_t > 0, a[p] / n_t.clamp_min(1), torch.full_like(n_t, math.inf))
+            return torch.full((G, *a[p].shape), math.inf, dtype=F64)
+
+        # The split n is shared by all copies: choose it on at most DECIDE_COPIES of them, then allocate
+        # every copy's pairs for that n only.
+        n_copies = dist.batch_shape.numel()
+        sub = slice(None) if n_copies <= DECIDE_COPIES else slice(0, DECIDE_COPIES)
+
+        def flat(t: Tensor) -> Tensor:                                     # [G?, *batch, J] -> [G?, copies, J]
+            return t.reshape(*t.shape[: t.dim() - len(dist.batch_shape) - 1], n_copies, t.shape[-1])
+
+        cost = torch.zeros((G, min(n_copies, DECIDE_COPIES)), dtype=F64)
+        for p in names:
+            if p not in mvd_names:
+                cost = cost + flat(A_of(p).expand(G, *a[p].shape))[:, sub].sum(-1)   # score function only
+        if mvd_names:
+            A = torch.cat([flat(A_of(p).expand(G, *a[p].shape))[:, sub] for p in mvd_names], -1)
+            b = torch.cat([flat(self._mvd_variance(p))[sub] for p in mvd_names], -1).expand_as(A)
+            lower = torch.isinf(A).to(F64)
+            S = torch.tensor([(B - n) // 2 for n in ns]).reshape(G, 1)
+            cost = cost + predicted_mse(A, b, water_fill(A, b, lower, S))
+        mean_cost = cost.mean(-1)
+        i = int(mean_cost.argmin())
+        n = ns[i]
+        if mvd_names:
+            A_i = torch.cat([A_of(p)[i].expand(a[p].shape) for p in mvd_names], -1)
+            b_i = torch.cat([self._mvd_variance(p) for p in mvd_names], -1)
+            counts_all = water_fill(A_i, b_i, torch.isinf(A_i).to(F64), (B - n) // 2)
+        counts: dict[str, Tensor] = {}
+        if mvd_names:
+            parts = counts_all.split(sizes, -1)
+            if dist.batch_shape.numel() == 1 or len(mvd_names) == 1:
+                counts = dict(zip(mvd_names, parts))
+            else:
+                # Copies may split the pairs differently between parameters; the plan needs one split, so
+                # round the average and re-allocate each parameter within its share.
+                S_i = (B - n) // 2
+                share = [int(round(float(c.sum(-1).to(F64).mean()))) for c in parts]
+                lows = [int(dist.n_components(p)) if p not in sf_names or n == 0 else 0 for p in mvd_names]
+                share = [max(x, lo) for x, lo in zip(share, lows)]
+                share[int(torch.tensor(share).argmax())] += S_i - sum(share)
+                A_i = {p: A_of(p)[i].expand(a[p].shape) for p in mvd_names}
+                for p, s_p in zip(mvd_names, share):
+                    lo = torch.isinf(A_i[p]).to(F64)
+                    counts[p] = (water_fill(A_i[p], self._mvd_variance(p), lo, s_p) if s_p > 0
+                                 else torch.zeros_like(a[p], dtype=torch.long))
+        if n > 0 and self.explore > 0:     # only where the score function covers a component left without pairs
+            counts = {p: (self._explore({p: c}, generator)[p] if p in sf_names else c) for p, c in counts.items()}
+        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                              "predicted_mse": float(mean_cost[i])}
+        return n, counts
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
         """Move ``explore`` of each parameter's pairs from the most-served components to random ones."""

@@ -33,12 +33,13 @@ def compute_baseline(baseline: str | None, values: Tensor, score: Tensor, pair_o
     Args:
       baseline: one of :data:`BASELINES`.
       values: f at the N samples, ``[N, *batch]``.
-      score: ``[N, *batch, *components]`` scores of the parameter being estimated (used by "optimal").
+      score: ``[N, *batch, *components]`` scores of the parameter being estimated (used only by "optimal";
+        the other baselines are returned as ``[N, *batch]``, or a scalar 0).
       pair_of: for antithetic sampling, the index of each sample's partner ``[N]``; None otherwise.
     Returns:
       ``[N, *batch, 1...]`` (or ``[N, *batch, *components]`` for "optimal"), or the scalar 0 for None.
     """
-    extra = score.dim() - values.dim()
+    extra = score.dim() - values.dim() if baseline == "optimal" else 0
     v = values.reshape(*values.shape, *([1] * extra))
     n = values.shape[0]
     if baseline is None:

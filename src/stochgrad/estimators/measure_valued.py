@@ -8,9 +8,14 @@ import torch
 from torch import Tensor
 
 from stochgrad.distributions.base import Family
+from stochgrad.distributions.categorical import Categorical
 from stochgrad.distributions.weak import weak_derivative
-from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params, sample_variance
+from stochgrad.structured import is_separable
+
+#: Families whose draws are integer indices rather than numbers of the parameters' dtype.
+_DISCRETE_INDEX = (Categorical,)
 
 #: Components to estimate: None (all), flat indices ``[J]`` shared by every copy, or ``[*batch, J]`` per copy.
 DimsSpec = None | Sequence[int] | Tensor
@@ -93,22 +98,80 @@ class MeasureValued(Estimator):
         M = self.samples_per_dim
         comps = {name: self.components(dist, name) for name in names}
         total = sum(2 * M * c.shape[0] for c in comps.values())
-        probe = dist.sample((1,), generator)
-        points = probe.new_empty((total, *probe.shape[1:]))
+        event = (*dist.batch_shape, *dist.event_shape)
+        dtype = torch.long if isinstance(dist, _DISCRETE_INDEX) else dist.dtype
+        points = torch.empty((total, *event), dtype=dtype)
         blocks, row = [], 0
         for name in names:
             comp = comps[name]
             J = comp.shape[0]
             c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
             coord = dist.coordinate_of(name, comp).expand(M, *comp.shape).unsqueeze(-1)   # [M, J, *batch, 1]
-            block = points[row:row + 2 * M * J].view(2, M, J, *probe.shape[1:])
-            block[0] = dist.sample((M, J), generator)
-            block[1] = block[0] if self.coupled else dist.sample((M, J), generator)
+            block = points[row:row + 2 * M * J].view(2, M, J, *event)
+            for m in range(M):
+                for j0, j1 in _base_chunks(J, dist):
+                    dist.sample_into(block[0, m, j0:j1], generator)
+            if self.coupled:
+                block[1].copy_(block[0])
+            else:
+                dist.sample_into(block[1], generator)
             block[0].scatter_(-1, coord, plus.unsqueeze(-1).to(points.dtype))
             block[1].scatter_(-1, coord, minus.unsqueeze(-1).to(points.dtype))
             blocks.append((name, row, comp, c, decompositions[name].sampled_side))
             row += 2 * M * J
         return MeasureValuedPlan(dist, points, M, blocks)
+
+
+    def estimate(self, f, dist, generator=None, params=None, evaluator=None):
+        """As :meth:`Estimator.estimate`; a :class:`~stochgrad.structured.Separable` f evaluated in-process with
+        coupled pairs takes a path that never materialises the points (same numbers up to rounding)."""
+        if (evaluator is None and self.coupled and is_separable(f) and not isinstance(dist, _DISCRETE_INDEX)):
+            return self._estimate_separable(f, dist, generator, params)
+        return super().estimate(f, dist, generator, params, evaluator)
+
+    def _estimate_separable(self, f, dist: Family, generator, params) -> GradientEstimate:
+        names = resolve_params(dist, params)
+        decompositions = {name: weak_derivative(dist, name) for name in names}
+        dist = dist.detach()
+        M = self.samples_per_dim
+        event = (*dist.batch_shape, *dist.event_shape)
+        D = event[-1]
+        index = torch.arange(D)
+        term = f.coordinate_term
+        parts, blocks, row = [], [], 0
+        for name in names:
+            comp = self.components(dist, name)
+            J = comp.shape[0]
+            c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
+            coord = dist.coordinate_of(name, comp)                                   # [J, *batch]
+            vals = torch.empty((2, M, J, *dist.batch_shape), dtype=dist.dtype)
+            for m in range(M):
+                for j0, j1 in _base_chunks(J, dist):
+                    base = dist.sample((j1 - j0,), generator)                       # [rows, *batch, D]
+                    with torch.no_grad():
+                        f_base = term(base, index).sum(-1)
+                        idx = coord[j0:j1]
+                        base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+                        drop = f_base - term(base_i, idx)
+                        vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
+                        vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
+            parts.append(vals.reshape(2 * M * J, *dist.batch_shape))
+            blocks.append((name, row, comp, c, decompositions[name].sampled_side))
+            row += 2 * M * J
+        values = torch.cat(parts, 0)
+        if not bool(torch.isfinite(values).all()):
+            bad = (~torch.isfinite(values)).reshape(values.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
+            raise EvaluationError(f"f returned non-finite values (NaN or infinity) at point index(es) {bad}")
+        points = torch.zeros((), dtype=dist.dtype).expand(row, *event)              # never materialised
+        return MeasureValuedPlan(dist, points, M, blocks)._combine(values)
+
+
+def _base_chunks(J: int, dist: Family) -> list[tuple[int, int]]:
+    """Row ranges in which base draws are made: the same in the general and the structured path, so both
+    consume the generator identically (about 4M numbers per chunk)."""
+    per_row = max(1, dist.batch_shape.numel() * dist.event_shape.numel())
+    rows = max(1, (1 << 22) // per_row)
+    return [(j0, min(J, j0 + rows)) for j0 in range(0, J, rows)]
 
 
 class MeasureValuedPlan(Plan):

@@ -68,27 +68,35 @@ class ScoreFunction(Estimator):
             if name not in dist.score_params:
                 dist.score(dist.sample((1,), generator), name)  # raises the explanatory error
         dist = dist.detach()
+        n = self.n_samples // 2 if self.antithetic else self.n_samples
+        if self.antithetic and not dist.symmetric:
+            raise UnsupportedError(
+                f"antithetic: pairs (x, 2μ − x) need a family symmetric about its location (Normal); "
+                f"got {type(dist).__name__}")
+        x, noise = dist.sample_with_noise((n,), generator)
+        pair_of = None
         if self.antithetic:
-            if not dist.symmetric:
-                raise UnsupportedError(
-                    f"antithetic: pairs (x, 2μ − x) need a family symmetric about its location (Normal); "
-                    f"got {type(dist).__name__}")
-            half = dist.sample((self.n_samples // 2,), generator)
-            x = torch.cat([half, dist.reflect(half)], 0)
-            h = self.n_samples // 2
-            pair_of = torch.cat([torch.arange(h, 2 * h), torch.arange(h)])
-        else:
-            x = dist.sample((self.n_samples,), generator)
-            pair_of = None
-        return ScoreFunctionPlan(dist, x, names, self.baseline, pair_of)
+            x = torch.cat([x, dist.reflect(x)], 0)
+            noise = torch.cat([noise, -noise], 0) if noise is not None else None
+            pair_of = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+        return ScoreFunctionPlan(dist, x, names, self.baseline, pair_of, noise)
+
+
+def _weighted_sum(w: Tensor, t: Tensor) -> Tensor:
+    """Σ_n w_n t_n for ``w [N, *batch]``, ``t [N, *batch, *comp]`` → ``[*batch, *comp]`` (one batched matvec)."""
+    n = w.shape[0]
+    lead = w.shape[1:]
+    out = torch.einsum("nb,nbc->bc", w.reshape(n, -1), t.reshape(n, w[0].numel(), -1))
+    return out.reshape(*lead, *t.shape[w.dim():])
 
 
 class ScoreFunctionPlan(Plan):
     """Points x_n ~ p_θ (or antithetic pairs) and the recipe of :class:`ScoreFunction`."""
 
     def __init__(self, dist: Family, points: Tensor, params: tuple[str, ...], baseline: str | None,
-                 pair_of: Tensor | None) -> None:
+                 pair_of: Tensor | None, noise: Tensor | None = None) -> None:
         self.dist, self.points, self.params, self.baseline, self.pair_of = dist, points, params, baseline, pair_of
+        self.noise = noise
 
     def contributions(self, values: Tensor, name: str) -> Tensor:
         """Per-sample terms ``(f_n − b_n) s_n`` for parameter ``name``: ``[N, *batch, *components]``."""
@@ -100,6 +108,39 @@ class ScoreFunctionPlan(Plan):
 
     def _combine(self, values: Tensor) -> GradientEstimate:
         values = values.detach()
+        if self.baseline == "optimal":
+            return self._combine_elementwise(values)
+        # A baseline shared by all components: the estimate is Σ_n w_n s_n / N with w = f − b, computed as
+        # batched matrix-vector products without forming the N × D contributions; the score is a(T − c) with
+        # T what the family has at hand (the standard normal draws for a Normal).
+        w = values - compute_baseline(self.baseline, values, values, self.pair_of)
+        grad, var = {}, {}
+        for name in self.params:
+            t, a, c, parity = self.dist.score_terms(self.points, self.noise, name)
+            if self.pair_of is not None:
+                half = w.shape[0] // 2
+                w_eff = 0.5 * (w[:half] + parity * w[half:])    # pair means: s(x') = parity · s(x)
+                t = t[:half]
+            else:
+                w_eff = w
+            n = w_eff.shape[0]
+            s1 = _weighted_sum(w_eff, t)
+            w2 = w_eff * w_eff
+            if c != 0:
+                s1 = s1 - c * w_eff.sum(0).reshape(*w_eff.shape[1:], *([1] * (t.dim() - w_eff.dim())))
+            g = a * s1 / n
+            grad[name] = g
+            if n < 2:
+                var[name] = torch.full_like(g, float("nan"))
+                continue
+            m2 = _weighted_sum(w2, t * t)
+            if c != 0:
+                w2_sum = w2.sum(0).reshape(*w2.shape[1:], *([1] * (t.dim() - w2.dim())))
+                m2 = m2 - 2 * c * _weighted_sum(w2, t) + c * c * w2_sum
+            var[name] = ((a * a * m2 - n * g * g) / ((n - 1) * n)).clamp_min(0)
+        return GradientEstimate(grad, var, values.mean(0), self.n_evals, values)
+
+    def _combine_elementwise(self, values: Tensor) -> GradientEstimate:
         grad, var = {}, {}
         for name in self.params:
             h = self.contributions(values, name)

@@ -149,6 +149,19 @@ def _ackley_smoothed(loc, scale, nodes=_ACKLEY_NODES):
     return -20 * _ackley_radial(loc, scale, nodes) - cos_term + 20 + math.e
 
 
+# -- per-coordinate terms of the separable functions ----------------------------------------------------------
+def _sphere_term(v: Tensor, i: Tensor) -> Tensor:
+    return v * v
+
+
+def _rastrigin_term(v: Tensor, i: Tensor) -> Tensor:
+    return 10 + v * v - 10 * torch.cos(TWO_PI * v)
+
+
+def _styblinski_tang_term(v: Tensor, i: Tensor) -> Tensor:
+    return 0.5 * (v ** 4 - 16 * v * v + 5 * v)
+
+
 # -- the registry ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BenchmarkFunction:
@@ -169,10 +182,16 @@ class BenchmarkFunction:
     domain: float
     minimum_per_dim: float = 0.0
     exact: str = "closed form"
+    term: Callable[[Tensor, Tensor], Tensor] | None = None
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.f(x)
+
+    @property
+    def coordinate_term(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """``term(x_i, i)`` when f = Σ_i term(x_i, i) (see :mod:`stochgrad.structured`), else None."""
+        return self.term
 
     def minimum(self, dim: int) -> float:
         """The global minimum value of f in dimension ``dim``."""
@@ -212,11 +231,12 @@ class BenchmarkFunction:
 
 
 FUNCTIONS: dict[str, BenchmarkFunction] = {fn.name: fn for fn in [
-    BenchmarkFunction("sphere", sphere, _sphere_smoothed, 5.12),
-    BenchmarkFunction("ellipsoid", ellipsoid, _ellipsoid_smoothed, 5.12),
+    BenchmarkFunction("sphere", sphere, _sphere_smoothed, 5.12, term=_sphere_term),
+    BenchmarkFunction("ellipsoid", ellipsoid, _ellipsoid_smoothed, 5.12),   # its weights depend on D
     BenchmarkFunction("rosenbrock", rosenbrock, _rosenbrock_smoothed, 2.048),
-    BenchmarkFunction("rastrigin", rastrigin, _rastrigin_smoothed, 5.12),
-    BenchmarkFunction("styblinski-tang", styblinski_tang, _styblinski_tang_smoothed, 5.0, -39.16616570377142),
+    BenchmarkFunction("rastrigin", rastrigin, _rastrigin_smoothed, 5.12, term=_rastrigin_term),
+    BenchmarkFunction("styblinski-tang", styblinski_tang, _styblinski_tang_smoothed, 5.0, -39.16616570377142,
+                      term=_styblinski_tang_term),
     BenchmarkFunction("ackley", ackley, _ackley_smoothed, 32.768,
                       exact="cosine term exact (Jacobi-Anger); radial term by Lévy-mixture quadrature, 6001 nodes"),
 ]}

@@ -44,8 +44,8 @@ class SweepConfig:
 
     functions: list[str] = field(default_factory=lambda: ["rosenbrock"])
     dims: list[int] = field(default_factory=lambda: [2, 10, 100])
-    estimators: list[str] = field(default_factory=lambda: ["sf-loo", "sf-antithetic", "mvd", "pathwise"])
-    budgets: list[str] = field(default_factory=lambda: ["2D", "4D", "8D", "16D", "32D"])
+    estimators: list[str] = field(default_factory=lambda: ["sf-loo", "sf-antithetic", "mvd", "auto", "pathwise"])
+    budgets: list[str] = field(default_factory=lambda: ["2D", "4D", "8D", "16D"])
     repeats: int = 200
     scale: float = 0.1
     params: tuple[str, ...] = ("loc",)

@@ -42,8 +42,12 @@ class SearchGradient:
         ``"sf-antithetic"``, …) sized to ``popsize`` evaluations per step.
       popsize: evaluations of f per step when ``estimator`` is a name (default: 2·D per learned parameter, at
         least 8: what coupled MVD needs for one pair per component).
-      optimizer: ``"adam"``, ``"sgd"``, or a callable ``params -> torch.optim.Optimizer``.
-      lr: learning rate of the optimiser (default: ``sigma0``).
+      optimizer: ``"adam"``, ``"sgd"``, ``"natural"``, or a callable ``params -> torch.optim.Optimizer``.
+        ``"natural"`` follows the natural gradient of the Gaussian (Fisher diag(1/σ²) for loc, 2 for log σ):
+        Δloc = −lr·σ²·ĝ_loc, Δlog σ = −scale_lr·σ·ĝ_σ/2, which learns the scale and is invariant to the
+        problem's scale; with centred ranks and the score function it is SNES (Schaul et al. 2011), with MVD
+        its measure-valued counterpart. Defaults then: lr = 1, scale_lr = (3 + ln D)/(5√D).
+      lr: learning rate of the optimiser (default: ``sigma0``; 1 for ``"natural"``).
       learn_scale: also learn log(scale) from the scale gradient (with ``scale_lr``, default ``lr/σ0 · 0.1``
         in log space); otherwise scale follows ``sigma_decay``.
       sigma_decay: multiplies the scale after each step when it is not learned (1 keeps it fixed).
@@ -84,6 +88,11 @@ class SearchGradient:
             raise InvalidArgumentError(f"lr_decay: must be in (0, 1]; got {lr_decay}")
         self.lr_decay = lr_decay
         self.dim = x0.numel()
+        self.natural = optimizer == "natural"
+        if self.natural:
+            learn_scale = True
+            lr = 1.0 if lr is None else lr
+            scale_lr = (3 + math.log(self.dim)) / (5 * math.sqrt(self.dim)) if scale_lr is None else scale_lr
         self.loc = x0.requires_grad_(True)
         self.log_scale = sigma.log().requires_grad_(learn_scale)
         self.learn_scale, self.sigma_decay, self.min_sigma = learn_scale, sigma_decay, min_sigma
@@ -103,9 +112,11 @@ class SearchGradient:
         if learn_scale:
             groups.append({"params": [self.log_scale], "lr": scale_lr if scale_lr is not None else 0.1 * lr /
                            float(sigma.mean())})
-        if isinstance(optimizer, str):
+        if self.natural:
+            self.optimizer = torch.optim.SGD(groups)
+        elif isinstance(optimizer, str):
             if optimizer not in OPTIMIZERS:
-                raise InvalidArgumentError(f"optimizer: got {optimizer!r}; choose one of {list(OPTIMIZERS)} or "
+                raise InvalidArgumentError(f"optimizer: got {optimizer!r}; choose one of {[*OPTIMIZERS, 'natural']} or "
                                            "pass a callable params -> torch.optim.Optimizer")
             self.optimizer = OPTIMIZERS[optimizer](groups)
         else:
@@ -152,9 +163,12 @@ class SearchGradient:
         g = plan.combine(-shaped if self.maximize else shaped)
         self._pending = None
         self.optimizer.zero_grad(set_to_none=True)
-        self.loc.grad = g.grad["loc"].to(self.loc.dtype).clone()
+        scale = self.scale
+        g_loc = g.grad["loc"].to(self.loc.dtype)
+        self.loc.grad = (scale * scale * g_loc) if self.natural else g_loc.clone()
         if self.learn_scale:
-            self.log_scale.grad = (g.grad["scale"] * self.scale).to(self.log_scale.dtype)
+            g_log = (g.grad["scale"] * scale).to(self.log_scale.dtype)      # chain rule: ∂/∂log σ = σ ∂/∂σ
+            self.log_scale.grad = 0.5 * g_log if self.natural else g_log
         self.optimizer.step()
         with torch.no_grad():
             if not self.learn_scale and self.sigma_decay < 1:
