@@ -293,7 +293,9 @@ class Ray:
             else:
                 kwargs["runtime_env"] = env
             try:
-                ray.init(address=address, **kwargs)
+                # "local": a new cluster even when `ray start` has left an address in /tmp/ray (ray.init(None)
+                # would join that one, or fail if it is gone)
+                ray.init(address="local" if address is None else address, **kwargs)
             except ConnectionError as exc:
                 raise EvaluationError(f"Ray: cannot join the cluster at address {address!r}: {exc}") from None
             finally:
