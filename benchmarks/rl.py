@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, command, machine, update_section  # noqa: E402
+from _report import ROOT, command, machine, update_section
 
 RUNS = ROOT / "runs" / "bench-rl"
 FIGS = ROOT / "docs" / "figures"
@@ -99,7 +99,7 @@ def report(args: argparse.Namespace) -> None:
     lines = [
         "## RL: episodes to ARS's reward thresholds on the MuJoCo v5 tasks",
         "",
-        "Linear policies a = W·normalise(s) trained by `stochgrad.rl.Trainer` with each estimator on the same v5 "
+        ("Linear policies a = W·normalise(s) trained by `stochgrad.rl.Trainer` with each estimator on the same v5 "
         "tasks, settings and budgets; only the estimator differs. Shared settings per task are ARS V2-t's published "
         "ones (Mania, Guy, Recht 2018, Table 9): σ = ν, a plain step α on 2σ·ĝ (ARS's update for antithetic pairs), "
         "2N episodes per iteration (or the estimator's minimum if larger: 6 for CCMVD on Swimmer), running observation "
@@ -108,7 +108,7 @@ def report(args: argparse.Namespace) -> None:
         "`ars` = ARS V2-t run by our trainer (top b of N directions); `sf-antithetic` = the same without top-b "
         "(antithetic score function); `ccmvd` = CCMVD at the same episodes per iteration (half score function, half "
         "coupled MVD on the K components with the largest running score-function variance); `auto` = Auto at the "
-        "same episodes per iteration.",
+        "same episodes per iteration."),
         "",
         "Episodes to threshold = training episodes (evaluation episodes not counted) at the first evaluation of the "
         "mean policy (mean of 5 episodes, every "
@@ -122,8 +122,8 @@ def report(args: argparse.Namespace) -> None:
         f"Command: `{command()}` (training runs: `python benchmarks/rl.py thresholds --envs ...`)  ",
         f"Machine: {machine()}",
         "",
-        "| task (threshold) | method | seeds | episodes to threshold per seed | median | best eval return per seed "
-        "(episodes) | published ARS V2-t median (v1) |",
+        ("| task (threshold) | method | seeds | episodes to threshold per seed | median | best eval return per seed "
+        "(episodes) | published ARS V2-t median (v1) |"),
         "|---|---|---:|---|---:|---|---:|",
     ]
     summary = {}
@@ -228,10 +228,10 @@ def speed(args: argparse.Namespace) -> None:
     lines = [
         "## RL: environment steps per second, and scaling from 1 to 2 workers",
         "",
-        f"{args.episodes} episodes of a fixed linear policy (W ~ N(0, 0.1²), seeded) per row, the same episodes in "
+        (f"{args.episodes} episodes of a fixed linear policy (W ~ N(0, 0.1²), seeded) per row, the same episodes in "
         "every row. The first row steps the Gymnasium environment with the policy alone; the others run "
         "`stochgrad.rl.rollout.run_episode` (normaliser, NaN checks, state statistics) through an evaluator. "
-        "Another engineer's CPU-heavy jobs shared this 2-core machine, so compare rows of one task as ratios.",
+        "Another engineer's CPU-heavy jobs shared this 2-core machine, so compare rows of one task as ratios."),
         "",
         f"Command: `{command()}`  ",
         f"Machine: {machine()}",
@@ -281,7 +281,7 @@ def variance(args: argparse.Namespace) -> None:
     lines = [
         "## RL: variance reduction of CCMVD and CCSF against the score function (the thesis's experiment)",
         "",
-        f"At the fixed policy W = 0 (where training starts; identity normaliser), σ = ARS's ν for the task, episodes "
+        (f"At the fixed policy W = 0 (where training starts; identity normaliser), σ = ARS's ν for the task, episodes "
         f"cut at {', '.join(map(str, horizons))} steps to fit the compute, the task's reward shift. For each (N, M, K): "
         f"{', '.join(map(str, reps))} estimates each of the antithetic score function with 2(N + M·K) episodes, "
         "CCMVD(N, M, K) and CCSF(N, M, K) (after 5 warm-up estimates that only fill the hybrids' running "
@@ -290,10 +290,10 @@ def variance(args: argparse.Namespace) -> None:
         "± a bootstrap standard error over the estimates. Positive = less variance than the score function with the "
         "same episodes on the components where the hybrid spent its second budget. CCSF is the control: combining "
         "two score functions can at best match one with their joint budget, so its reduction should be near 0 or "
-        "below.",
+        "below."),
         "",
-        f"Command: `python benchmarks/rl.py variance --envs {','.join(envs)} --repeats {args.repeats} "
-        f"--horizon {args.horizon}` (one process per task)  ",
+        (f"Command: `python benchmarks/rl.py variance --envs {','.join(envs)} --repeats {args.repeats} "
+        f"--horizon {args.horizon}` (one process per task)  "),
         f"Machine: {machine()}",
         "",
         format_table(records),

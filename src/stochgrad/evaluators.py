@@ -281,7 +281,7 @@ class Ray:
         env["env_vars"] = env_vars
         self._started_here = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             saved = os.environ.get("PYTHONPATH")
             if address is None:
                 # A local cluster's processes inherit this environment: workers start with the right path, and

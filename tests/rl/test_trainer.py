@@ -21,9 +21,9 @@ FAULTY = "rl_test_envs:FaultyPendulum-v0"
 
 def _fast(**kw) -> TrainConfig:
     """InvertedPendulum-v5 (4 parameters), episodes cut at 100 steps: a run of 20 iterations takes ~1 s."""
-    base = dict(env="InvertedPendulum-v5", estimator="sf-antithetic", episodes=160, episodes_per_iter=8, sigma=0.3,
-                lr=0.3, max_episode_steps=100, eval_every=5, eval_episodes=10, checkpoint_every=3,
-                evaluator="serial")
+    base = {"env": "InvertedPendulum-v5", "estimator": "sf-antithetic", "episodes": 160, "episodes_per_iter": 8,
+            "sigma": 0.3, "lr": 0.3, "max_episode_steps": 100, "eval_every": 5, "eval_episodes": 10,
+            "checkpoint_every": 3, "evaluator": "serial"}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -35,7 +35,7 @@ def _without_time(rows: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("estimator", ["sf-antithetic", "ars", "ccmvd", "auto", "mvd"])
 def test_a_short_run_improves_the_return(estimator: str) -> None:
     # ARS keeps the top b = 2 of N = 4 directions; its step on the std of the 4 returns used wants a smaller σ, α
-    cfg = _fast(estimator=estimator, **(dict(top=2, sigma=0.1, lr=0.1) if estimator == "ars" else {}))
+    cfg = _fast(estimator=estimator, **({"top": 2, "sigma": 0.1, "lr": 0.1} if estimator == "ars" else {}))
     for seed in (0, 1):
         tr = Trainer(cfg, seed, Serial())
         before, _ = tr.evaluate(20)
@@ -60,7 +60,7 @@ def test_the_process_pool_gives_the_same_learning_curve_as_one_process(pool) -> 
 
 
 def test_a_killed_run_resumes_to_the_same_parameters(tmp_path) -> None:
-    cfg = dict(estimator="auto", episodes=120, checkpoint_every=4, seeds=2)
+    cfg = {"estimator": "auto", "episodes": 120, "checkpoint_every": 4, "seeds": 2}
     full, _ = run_train(_fast(**cfg), tmp_path / "full", progress=False)
 
     def kill(trainer, row):
