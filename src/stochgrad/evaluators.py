@@ -16,12 +16,15 @@ import os
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from stochgrad.errors import EvaluationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 T = TypeVar("T")
 
@@ -70,7 +73,7 @@ class Serial:
     def close(self) -> None:
         """Nothing to stop (for symmetry with the parallel evaluators)."""
 
-    def __enter__(self) -> Serial:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -223,7 +226,7 @@ class ProcessPool:
             self._executor.shutdown(cancel_futures=True)
             self._executor = None
 
-    def __enter__(self) -> ProcessPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -369,7 +372,7 @@ class Ray:
             ray.shutdown()
         self._started_here = False
 
-    def __enter__(self) -> Ray:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
