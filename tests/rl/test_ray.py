@@ -81,3 +81,27 @@ def test_ray_evaluates_points_like_the_other_evaluators(ray_ev) -> None:
 
     points = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.equal(ray_ev(torch.linalg.norm, points), Serial()(torch.linalg.norm, points))
+
+
+def test_no_address_starts_a_new_local_cluster_even_if_ray_start_left_one(monkeypatch) -> None:
+    # ray.init(address=None) would join the cluster whose address `ray start` wrote to /tmp/ray (or fail if it
+    # is gone); Ray(address=None) must always start its own.
+    import ray
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_init(address=None, **kwargs):
+        seen["address"], seen["num_cpus"] = address, kwargs.get("num_cpus")
+        raise Stop
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    with pytest.raises(Stop):
+        Ray(num_cpus=2)
+    assert seen == {"address": "local", "num_cpus": 2}
+    with pytest.raises(Stop):
+        Ray(address="auto")
+    assert seen == {"address": "auto", "num_cpus": None}
