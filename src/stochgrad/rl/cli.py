@@ -1,0 +1,184 @@
+"""``stochgrad rl``: ``train``, ``eval`` and ``variance`` (gymnasium, mujoco and ray are imported only when a
+command runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``rl`` with ``train``, ``eval`` and ``variance`` to the ``stochgrad`` command."""
+    rl = sub.add_parser("rl", help="episodic RL: linear policies on Gymnasium/MuJoCo by parameter-space search",
+                        description="Linear policies a = W·normalise(s) trained by parameter-space search with any "
+                                    "estimator of the library (and ARS V2-t), rollouts on processes or Ray.")
+    rsub = rl.add_subparsers(dest="rl_command", metavar="RL_COMMAND")
+    rsub.required = True
+    _add_train(rsub)
+    _add_eval(rsub)
+    _add_variance(rsub)
+
+
+def _add_train(rsub: argparse._SubParsersAction) -> None:
+    p = rsub.add_parser(
+        "train", formatter_class=argparse.RawDescriptionHelpFormatter, help="train a linear policy",
+        description=(
+            "Train a linear policy by search gradients over N(W, sigma^2 I). Writes a run directory: config.json,\n"
+            "seed_<s>/metrics.jsonl (one line per iteration: mean/max return, episodes and steps so far, evaluation\n"
+            "return of the mean policy), seed_<s>/checkpoint.pt, reward_curve.png (mean and spread over seeds),\n"
+            "summary.md. --resume continues from the checkpoints. Defaults for sigma, the step size, episodes per\n"
+            "iteration and the reward shift come from ARS V2-t's published settings for the MuJoCo tasks.\n\n"
+            "estimators: ars (ARS V2-t: top-b directions), sf-antithetic, mvd, ccmvd, ccsf, auto, and the other\n"
+            "registered black-box estimators"),
+        epilog="example: stochgrad rl train --env Hopper-v5 --estimator ccmvd --seeds 5 --episodes 20000 "
+               "--out runs/hopper-ccmvd")
+    p.add_argument("--env", default="Hopper-v5", help="Gymnasium environment id (default: Hopper-v5)")
+    p.add_argument("--estimator", default="ccmvd", help="gradient estimator, or 'ars' (default: ccmvd)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="training episodes per seed (default: 20000 unless --steps is given)")
+    p.add_argument("--steps", type=int, default=None, help="training environment steps per seed")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds, run one after another (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--episodes-per-iter", type=int, default=None,
+                   help="episodes per gradient estimate (default: ARS's 2N for the task, at least the estimator's "
+                        "minimum)")
+    p.add_argument("--sigma", type=float, default=None, help="search std (default: ARS's nu for the task)")
+    p.add_argument("--lr", type=float, default=None, help="step size (default: ARS's alpha for the task)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
+                   help="sgd = a plain step as ARS (default), or adam")
+    p.add_argument("--top", type=int, default=None, help="ARS: directions used per step, b (default: the task's)")
+    p.add_argument("--reward-scaling", default="std", choices=["std", "centered-ranks", "none"],
+                   help="divide returns by their std (ARS V2, default), centred ranks, or none")
+    p.add_argument("--shift", type=float, default=None,
+                   help="subtracted from each training reward (default: 1 on Hopper/Walker2d, else 0)")
+    p.add_argument("--actions", default="clip", choices=["clip", "raw"],
+                   help="clip actions to the action space (default) or pass them raw (the simulator clamps)")
+    p.add_argument("--no-normalize", action="store_true", help="no observation normaliser (ARS V1)")
+    p.add_argument("--max-episode-steps", type=int, default=None, help="episode horizon (default: the env's)")
+    p.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations (default: 10)")
+    p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default: 5)")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints (default: 10)")
+    p.add_argument("--evaluator", default="process", choices=["process", "ray", "serial"],
+                   help="where rollouts run: local processes (default), ray, or this process")
+    p.add_argument("--workers", type=int, default=None, help="worker processes / local Ray CPUs (default: all)")
+    p.add_argument("--ray-address", default=None,
+                   help="join a Ray cluster ('auto' = the running one); implies --evaluator ray")
+    p.add_argument("--out", default=None, help="run directory (default: runs/rl-ENV-ESTIMATOR)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from stochgrad.rl.run import first_reaching, run_train
+    from stochgrad.rl.tasks import preset
+    from stochgrad.rl.trainer import TrainConfig
+
+    # a resumed run keeps its saved budget unless a larger one is given
+    default = None if (args.steps is not None or args.resume) else 20000
+    episodes = args.episodes if args.episodes is not None else default
+    config = TrainConfig(
+        env=args.env, estimator=args.estimator, episodes=episodes, steps=args.steps, seeds=args.seeds,
+        seed=args.seed, episodes_per_iter=args.episodes_per_iter, sigma=args.sigma, lr=args.lr,
+        optimizer=args.optimizer, top=args.top, reward_scaling=args.reward_scaling, shift=args.shift,
+        actions=args.actions, normalize=not args.no_normalize, max_episode_steps=args.max_episode_steps,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+        evaluator="ray" if args.ray_address else args.evaluator, workers=args.workers,
+        ray_address=args.ray_address)
+    out = args.out or f"runs/rl-{args.env}-{args.estimator}"
+    results, run_dir = run_train(config, out, resume=args.resume, progress=not args.no_progress)
+    p = preset(args.env)
+    for r in results:
+        last = r.rows[-1] if r.rows else {"episodes": 0, "steps": 0}
+        msg = (f"seed {r.seed}: {last['episodes']} episodes, {last['steps']} steps, final evaluation return "
+               f"{'-' if r.final_eval is None else f'{r.final_eval:.1f}'}")
+        if p:
+            hit = first_reaching(r.rows, p.threshold)
+            msg += f"; threshold {p.threshold:g} " + ("not reached" if hit is None else f"reached after {hit} episodes")
+        print(msg)
+    print(f"run directory: {run_dir}")
+    print(f"plot:          {run_dir / 'reward_curve.png'}")
+    return 0
+
+
+def _add_eval(rsub: argparse._SubParsersAction) -> None:
+    p = rsub.add_parser("eval", help="replay the saved policy of a run and report its return",
+                        description="Replay the mean policy saved in each seed's checkpoint of RUN (with its saved "
+                                    "observation normaliser) and report the return, never shifted.")
+    p.add_argument("run_dir", metavar="RUN", help="run directory of stochgrad rl train")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per seed (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the replay episodes (default: 0)")
+    p.add_argument("--evaluator", default="serial", choices=["process", "ray", "serial"],
+                   help="where the replays run (default: this process)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from stochgrad.rl.parallel import make_evaluator
+    from stochgrad.rl.run import run_eval
+
+    ev = make_evaluator(args.evaluator, args.workers)
+    try:
+        res = run_eval(args.run_dir, episodes=args.episodes, seed=args.seed, evaluator=ev)
+    finally:
+        ev.close()
+    for s, (m, sd) in res.items():
+        print(f"seed {s}: return {m:.1f} ± {sd:.1f} over {args.episodes} episodes")
+    if len(res) > 1:
+        means = [m for m, _ in res.values()]
+        print(f"mean over {len(res)} seeds: {sum(means) / len(means):.1f}")
+    return 0
+
+
+def _add_variance(rsub: argparse._SubParsersAction) -> None:
+    p = rsub.add_parser(
+        "variance", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="variance reduction of CCMVD and CCSF against the score function at a fixed policy",
+        description=(
+            "The thesis's experiment: at a fixed policy (W = 0, or the saved policy of --policy RUN), estimate the\n"
+            "gradient many times with CCMVD(N, M, K), CCSF(N, M, K) and an antithetic score function with the same\n"
+            "budget 2(N + M*K) episodes, and report 1 - Var(X)/Var(SF) on the chosen components for every\n"
+            "combination of the given N, M and K. Writes variance.json and a grouped-bar PNG per environment."),
+        epilog="example: stochgrad rl variance --env Hopper-v5,Swimmer-v5 --n 4,8 --m 1 --k 2,4 --out runs/var")
+    p.add_argument("--env", default="Hopper-v5", help="environment id(s), comma-separated (default: Hopper-v5)")
+    p.add_argument("--n", type=_csv_ints, default=[4, 8], help="N values, comma-separated (default: 4,8)")
+    p.add_argument("--m", type=_csv_ints, default=[1], help="M values, comma-separated (default: 1)")
+    p.add_argument("--k", type=_csv_ints, default=[2, 4], help="K values, comma-separated (default: 2,4)")
+    p.add_argument("--repeats", type=int, default=30, help="estimates per estimator and (N,M,K) (default: 30)")
+    p.add_argument("--warmup", type=int, default=5,
+                   help="estimates before measuring, so CCMVD/CCSF have running statistics (default: 5)")
+    p.add_argument("--sigma", type=float, default=None, help="search std (default: ARS's nu for the task)")
+    p.add_argument("--max-episode-steps", type=int, default=None, help="episode horizon (default: the env's)")
+    p.add_argument("--policy", default=None, help="run directory whose saved policy (seed 0) is the fixed policy")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--evaluator", default="process", choices=["process", "ray", "serial"],
+                   help="where rollouts run (default: local processes)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--ray-address", default=None, help="join a Ray cluster ('auto')")
+    p.add_argument("--out", default="runs/rl-variance", help="output directory (default: runs/rl-variance)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_variance)
+
+
+def _run_variance(args: argparse.Namespace) -> int:
+    from stochgrad.rl.variance import VarianceConfig, format_table, run_variance
+
+    config = VarianceConfig(envs=[e.strip() for e in args.env.split(",") if e.strip()], n=args.n, m=args.m,
+                            k=args.k, repeats=args.repeats, warmup=args.warmup, sigma=args.sigma,
+                            max_episode_steps=args.max_episode_steps, policy=args.policy, seed=args.seed,
+                            evaluator="ray" if args.ray_address else args.evaluator, workers=args.workers,
+                            ray_address=args.ray_address)
+    records, out = run_variance(config, args.out, progress=not args.no_progress)
+    print(format_table(records))
+    print(f"output directory: {out}")
+    return 0

@@ -1,0 +1,99 @@
+"""Figures of the RL application: reward curves over seeds, and the variance-reduction bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def curve_on_grid(rows: Sequence[dict], grid: np.ndarray, key: str = "eval_return") -> np.ndarray:
+    """``key`` against training episodes, linearly interpolated onto ``grid`` (NaN outside the run)."""
+    pts = [(r["episodes"], r[key]) for r in rows if r.get(key) is not None]
+    if not pts:
+        return np.full(grid.shape, np.nan)
+    x, y = np.array(pts, dtype=float).T
+    out = np.interp(grid, x, y)
+    out[(grid < x[0]) | (grid > x[-1])] = np.nan
+    return out
+
+
+def reward_curve(runs: dict[str, Sequence[Sequence[dict]]], path: Path, title: str,
+                 threshold: float | None = None) -> Path:
+    """Evaluation return of the mean policy against training episodes: per label the mean over seeds (line) and
+    the spread between the lowest and highest seed (band).
+
+    Args:
+      runs: label → one list of metric rows per seed.
+      path: the PNG to write.
+      threshold: drawn as a dashed line (ARS's reward threshold).
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for i, (label, seeds) in enumerate(runs.items()):
+        seeds = [s for s in seeds if s]
+        if not seeds:
+            continue
+        end = max(max(r["episodes"] for r in s) for s in seeds)
+        grid = np.linspace(0, end, 200)
+        ys = np.stack([curve_on_grid(s, grid) for s in seeds])
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+        color = f"C{i}"
+        ax.plot(grid, mean, color=color, label=f"{label} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+        ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:g}")
+    ax.set_xlabel("training episodes")
+    ax.set_ylabel("return of the mean policy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def variance_bars(records: Sequence[dict], path: Path, title: str) -> Path:
+    """Grouped bars: per (N, M, K) the relative variance reduction of CCMVD and CCSF against the score function
+    at the same budget (with ± its standard error), one figure per environment.
+
+    Args:
+      records: rows with keys ``n, m, k, budget, estimator ("ccmvd" | "ccsf"), reduction, stderr``.
+    """
+    configs = sorted({(r["n"], r["m"], r["k"]) for r in records})
+    names = [e for e in ("ccmvd", "ccsf") if any(r["estimator"] == e for r in records)]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(configs) + 1.5), 3.6))
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(configs))
+    for j, name in enumerate(names):
+        vals, errs = [], []
+        for c in configs:
+            r = next((r for r in records if (r["n"], r["m"], r["k"]) == c and r["estimator"] == name), None)
+            vals.append(np.nan if r is None else r["reduction"])
+            errs.append(0.0 if r is None else r["stderr"])
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, yerr=errs, capsize=3, label=name.upper(),
+               color=f"C{j}")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, [f"N={n}\nM={m}, K={k}\nB={2 * (n + m * k)}" for n, m, k in configs], fontsize=7)
+    ax.set_ylabel("relative variance reduction\non the chosen components")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

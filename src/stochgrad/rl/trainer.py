@@ -1,0 +1,291 @@
+"""The trainer: parameter-space search for a linear policy with any estimator of the library.
+
+The search distribution is N(W, σ²I) over the flat policy weights W (``[A·S]``); f(W) is the return of one
+episode of the policy ``a = W · normalise(s)``, with the normaliser frozen for the whole iteration. Each
+iteration:
+
+1. the estimator plans its points (``B`` policies: antithetic pairs, MVD pairs, …);
+2. an evaluator runs one episode per point (seeds from (seed, iteration, point index));
+3. the returns (shifted by ``shift`` per step) are divided by their standard deviation (``reward_scaling``;
+   for ARS only the 2b returns it uses, ARS V2's σ_R) and handed to the estimator;
+4. the optimiser steps on ``2σ·ĝ``: for antithetic pairs that is the mean of ``(f⁺ − f⁻)·δ``, so a plain step
+   size (``optimizer="sgd"``) means what ARS's α means;
+5. the normaliser folds in the states of every rollout, in point order.
+
+It is :class:`~stochgrad.optim.SearchGradient` (ask/tell, any torch optimiser, checkpoints with the generator
+state) with the rollouts, the normaliser and the bookkeeping of episodes and environment steps around it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stochgrad.distributions.normal import Normal
+from stochgrad.errors import InvalidArgumentError
+from stochgrad.estimators.registry import estimator_names, get_spec, minimum_budget
+from stochgrad.optim.search import OPTIMIZERS, SearchGradient
+from stochgrad.optim.shaping import centered_ranks
+from stochgrad.rl.ars import ARS, ars_used
+from stochgrad.rl.envs import EnvSpec, env_spec
+from stochgrad.rl.normalizer import RunningNormalizer
+from stochgrad.rl.policy import ACTIONS
+from stochgrad.rl.rollout import EVAL, TRAIN, Episode, EpisodeResult, episode_seed, run_episode
+from stochgrad.rl.tasks import preset
+
+SCALINGS = ("std", "none", "centered-ranks")
+
+
+def trainer_estimators() -> list[str]:
+    """Names the trainer accepts: every registered estimator that works on a black box, plus "ars"."""
+    return ["ars", *[n for n in estimator_names() if n != "pathwise"]]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as config.json). ``None`` means the task's default.
+
+    Attributes:
+      env: Gymnasium id (MuJoCo v5 tasks, classic control, or ``module:Id``).
+      estimator: "ars" (ARS V2-t's top-b directions) or a registered estimator ("sf-antithetic", "mvd",
+        "ccmvd", "auto", …).
+      episodes: budget of training episodes per seed (evaluation episodes are not counted).
+      steps: budget of training environment steps per seed (either or both; the first reached stops).
+      seeds: how many seeds (``seed``, ``seed+1``, …) to run one after another.
+      seed: the first seed.
+      episodes_per_iter: B, episodes per gradient estimate (default: ARS's 2N for the task, at least the
+        estimator's minimum; 8 for tasks without a preset).
+      sigma: σ of the search distribution (default: ARS's ν for the task, else 0.05).
+      lr: the step size (default: ARS's α for the task, else 0.02); the optimiser receives ``2σ·ĝ``.
+      optimizer: "sgd" (a plain step, as ARS) or "adam".
+      top: ARS's b (default: the task's preset, else N).
+      reward_scaling: "std" (divide by the std of the returns used, ARS V2), "centered-ranks" or "none".
+      shift: subtracted from every training reward (default: the task's, 1 on Hopper and Walker2d, else 0).
+      actions: "clip" to the action space, or "raw" (the simulator clamps, ARS's handling).
+      normalize: use the running observation normaliser (ARS V2); False is ARS V1.
+      max_episode_steps: horizon (default: the environment's, 1000 for the MuJoCo tasks).
+      eval_every: iterations between evaluations of the mean policy (and at the end).
+      eval_episodes: episodes per evaluation (not counted in the budget).
+      checkpoint_every: iterations between checkpoints (and at the end).
+      evaluator: "process" (default), "ray" or "serial"; workers: processes / local Ray CPUs;
+      ray_address: "auto" joins a running Ray cluster.
+    """
+
+    env: str = "Hopper-v5"
+    estimator: str = "ccmvd"
+    episodes: int | None = 20000
+    steps: int | None = None
+    seeds: int = 1
+    seed: int = 0
+    episodes_per_iter: int | None = None
+    sigma: float | None = None
+    lr: float | None = None
+    optimizer: str = "sgd"
+    top: int | None = None
+    reward_scaling: str = "std"
+    shift: float | None = None
+    actions: str = "clip"
+    normalize: bool = True
+    max_episode_steps: int | None = None
+    eval_every: int = 10
+    eval_episodes: int = 5
+    checkpoint_every: int = 10
+    evaluator: str = "process"
+    workers: int | None = None
+    ray_address: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check every setting; errors name the argument, the value and what it needs."""
+        names = trainer_estimators()
+        if self.estimator not in names:
+            if self.estimator == "pathwise":
+                raise InvalidArgumentError("estimator: pathwise needs a differentiable f; an episode's return is a "
+                                           f"black box. Choose one of {', '.join(names)}")
+            get_spec(self.estimator)
+        if self.episodes is None and self.steps is None:
+            raise InvalidArgumentError("episodes/steps: give a budget of episodes or environment steps")
+        for name in ("episodes", "steps", "seeds", "eval_every", "eval_episodes", "checkpoint_every"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise InvalidArgumentError(f"{name}: need a positive integer; got {v!r}")
+        for name in ("episodes_per_iter", "max_episode_steps", "top", "workers"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise InvalidArgumentError(f"{name}: need a positive integer; got {v!r}")
+        for name in ("sigma", "lr"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InvalidArgumentError(f"{name}: need a positive finite number; got {v!r}")
+        if self.shift is not None and not math.isfinite(self.shift):
+            raise InvalidArgumentError(f"shift: need a finite number; got {self.shift!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InvalidArgumentError(f"optimizer: got {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if self.reward_scaling not in SCALINGS:
+            raise InvalidArgumentError(f"reward_scaling: got {self.reward_scaling!r}; choose one of {list(SCALINGS)}")
+        if self.actions not in ACTIONS:
+            raise InvalidArgumentError(f"actions: got {self.actions!r}; choose one of {list(ACTIONS)}")
+        if self.evaluator not in ("process", "ray", "serial"):
+            raise InvalidArgumentError(f"evaluator: got {self.evaluator!r}; choose process, ray or serial")
+        if self.estimator == "ars" and self.episodes_per_iter is not None and self.episodes_per_iter % 2:
+            raise InvalidArgumentError(f"episodes_per_iter: ARS runs antithetic pairs and needs an even number; got "
+                                       f"{self.episodes_per_iter}")
+
+    # -- defaults from the task preset -------------------------------------------------------------------------
+    def resolved(self, spec: EnvSpec) -> dict[str, Any]:
+        """The settings with every task default filled in (what a run actually uses)."""
+        p = preset(self.env)
+        sigma = self.sigma if self.sigma is not None else (p.noise if p else 0.05)
+        lr = self.lr if self.lr is not None else (p.step_size if p else 0.02)
+        shift = self.shift if self.shift is not None else (p.shift if p else 0.0)
+        if self.estimator == "ars":
+            n = self.episodes_per_iter // 2 if self.episodes_per_iter else (p.directions if p else 4)
+            top = self.top if self.top is not None else (min(p.top, n) if p and p.directions == n else n)
+            if top > n:
+                raise InvalidArgumentError(f"top: ARS uses b <= N = {n} directions; got {top}")
+            B = 2 * n
+        else:
+            dist = Normal(torch.zeros(spec.n_params, dtype=torch.float64),
+                          torch.full((spec.n_params,), sigma, dtype=torch.float64))
+            need = minimum_budget(self.estimator, dist, ("loc",))
+            B = self.episodes_per_iter if self.episodes_per_iter else max(2 * p.directions if p else 8, need)
+            if B < need:
+                raise InvalidArgumentError(
+                    f"episodes_per_iter: {self.estimator} needs at least {need} episodes per estimate for "
+                    f"{spec.n_params} policy parameters ({self.env}); got {B}")
+            top = None
+        return {"sigma": float(sigma), "lr": float(lr), "shift": float(shift), "episodes_per_iter": int(B),
+                "top": top, "horizon": spec.max_episode_steps, "n_params": spec.n_params,
+                "obs_dim": spec.obs_dim, "act_dim": spec.act_dim}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scale_returns(values: Tensor, how: str, used: Tensor | None = None) -> Tensor:
+    """Returns ``[B]`` → what the estimator sees: divided by the std of ``values[used]`` ("std"; 1 if that std
+    is 0), centred ranks, or unchanged."""
+    if how == "none":
+        return values
+    if how == "centered-ranks":
+        return centered_ranks(values)
+    sel = values if used is None else values[used]
+    std = float(sel.std(correction=0)) if sel.numel() > 1 else 0.0
+    return values / std if std > 1e-12 else values
+
+
+class Trainer:
+    """One seed of one training run: ``step()`` runs one iteration and returns its metrics.
+
+    Args:
+      config: the run's settings.
+      seed: this run's seed (the plan's perturbations and every episode seed derive from it).
+      evaluator: where the episodes run (anything with ``map(fn, items)``); see
+        :func:`stochgrad.rl.parallel.make_evaluator`.
+
+    Attributes:
+      iteration, episodes, steps: counts of training iterations, episodes and environment steps so far.
+      normalizer: the running observation normaliser.
+      search: the :class:`~stochgrad.optim.SearchGradient` holding the policy mean ``[A·S]``.
+    """
+
+    def __init__(self, config: TrainConfig, seed: int, evaluator: Any) -> None:
+        config.validate()
+        self.config, self.seed, self.evaluator = config, seed, evaluator
+        self.spec = env_spec(config.env, config.max_episode_steps, **config.env_kwargs)
+        self.settings = config.resolved(self.spec)
+        s = self.settings
+        self.normalizer = RunningNormalizer(self.spec.obs_dim, config.normalize)
+        if config.estimator == "ars":
+            # SearchGradient(maximize=True) hands the estimator −f: the best pairs are those whose better −f is
+            # smallest, i.e. whose better return is largest.
+            estimator: Any = ARS(s["episodes_per_iter"] // 2, s["top"], best="min")
+        else:
+            estimator = config.estimator
+        # The optimiser receives 2σ·ĝ: scale the learning rate of a plain step accordingly (Adam is scale-free).
+        lr = s["lr"] * 2 * s["sigma"] if config.optimizer == "sgd" else s["lr"]
+        self.search = SearchGradient(torch.zeros(self.spec.n_params, dtype=torch.float64), s["sigma"],
+                                     estimator=estimator, popsize=s["episodes_per_iter"], optimizer=config.optimizer,
+                                     lr=lr, maximize=True, seed=seed)
+        self.iteration = self.episodes = self.steps = 0
+        self.last_eval: float | None = None
+
+    # -- episodes ---------------------------------------------------------------------------------------------
+    @property
+    def weights(self) -> np.ndarray:
+        """The mean policy W, ``[A, S]``."""
+        return self.search.loc.detach().numpy().reshape(self.spec.act_dim, self.spec.obs_dim).copy()
+
+    def _episodes(self, points: np.ndarray, stream: int, iteration: int, shift: float,
+                  record: bool) -> list[Episode]:
+        mean, std = self.normalizer.frozen()
+        low, high = np.array(self.spec.low), np.array(self.spec.high)
+        return [Episode(self.config.env, np.asarray(w, dtype=np.float64), mean, std, low, high,
+                        episode_seed(self.seed, iteration, i, stream), self.spec.max_episode_steps, shift,
+                        self.config.actions, record, dict(self.config.env_kwargs))
+                for i, w in enumerate(points)]
+
+    def evaluate(self, n: int | None = None, iteration: int | None = None) -> tuple[float, float]:
+        """Mean and std of the (unshifted) return of the mean policy over ``n`` episodes (not counted)."""
+        n = n or self.config.eval_episodes
+        it = self.iteration if iteration is None else iteration
+        eps = self._episodes(np.repeat(self.search.loc.detach().numpy()[None], n, 0), EVAL, it, 0.0, False)
+        rets = np.array([r.ret for r in self.evaluator.map(run_episode, eps)])
+        return float(rets.mean()), float(rets.std())
+
+    def done(self) -> bool:
+        """Whether the budget of episodes or steps is spent."""
+        c = self.config
+        return (c.episodes is not None and self.episodes >= c.episodes) or \
+            (c.steps is not None and self.steps >= c.steps)
+
+    def step(self) -> dict[str, Any]:
+        """One iteration: plan, roll out, estimate, step, update the normaliser; evaluate when due.
+
+        Raises:
+          RLEnvironmentError: an environment returned NaN/infinity (before anything of this iteration was
+            stepped or written; the trainer is then left with pending points and should be discarded).
+        """
+        t0 = time.perf_counter()
+        points = self.search.ask()
+        results: list[EpisodeResult] = self.evaluator.map(
+            run_episode, self._episodes(points.numpy(), TRAIN, self.iteration, self.settings["shift"], True))
+        shifted = torch.tensor([r.shifted_return for r in results], dtype=torch.float64)
+        used = ars_used(shifted, self.settings["top"]) if self.config.estimator == "ars" else None
+        g = self.search.tell(scale_returns(shifted, self.config.reward_scaling, used))
+        for r in results:
+            self.normalizer.update(r.states)
+        self.iteration += 1
+        self.episodes += len(results)
+        self.steps += sum(r.length for r in results)
+        rets = np.array([r.ret for r in results])
+        row: dict[str, Any] = {
+            "iteration": self.iteration, "episodes": self.episodes, "steps": self.steps,
+            "mean_return": float(rets.mean()), "max_return": float(rets.max()),
+            "mean_length": float(np.mean([r.length for r in results])),
+            "grad_norm": float(g.grad["loc"].norm()), "eval_return": None, "eval_std": None}
+        if self.iteration % self.config.eval_every == 0 or self.done():
+            row["eval_return"], row["eval_std"] = self.evaluate()
+            self.last_eval = row["eval_return"]
+        row["seconds"] = time.perf_counter() - t0
+        return row
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (tensors, numbers and strings only)."""
+        return {"search": self.search.state_dict(), "normalizer": self.normalizer.state_dict(),
+                "iteration": self.iteration, "episodes": self.episodes, "steps": self.steps, "seed": self.seed,
+                "env": self.config.env, "weights": self.search.loc.detach().reshape(
+                    self.spec.act_dim, self.spec.obs_dim).clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.search.load_state_dict(state["search"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.iteration, self.episodes, self.steps = int(state["iteration"]), int(state["episodes"]), \
+            int(state["steps"])

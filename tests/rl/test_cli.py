@@ -1,0 +1,85 @@
+"""``stochgrad rl train | eval | variance`` end to end (one process, InvertedPendulum cut at 100 steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stochgrad.cli import main
+from stochgrad.rundir import load_checkpoint, read_jsonl
+
+FAST = ["--env", "InvertedPendulum-v5", "--sigma", "0.3", "--lr", "0.3", "--max-episode-steps", "100",
+        "--episodes-per-iter", "8", "--evaluator", "serial", "--no-progress"]
+
+
+def test_train_eval_and_resume(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["rl", "train", *FAST, "--estimator", "ccmvd", "--seeds", "2", "--episodes", "80",
+                 "--eval-every", "5", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "seed 0: 80 episodes" in text and "seed 1: 80 episodes" in text
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["estimator"] == "ccmvd" and cfg["resolved"]["episodes_per_iter"] == 8
+    rows = read_jsonl(out / "seed_1" / "metrics.jsonl")
+    assert len(rows) == 10
+    assert {"iteration", "episodes", "steps", "mean_return", "max_return", "eval_return"} <= set(rows[0])
+    assert rows[4]["eval_return"] is not None and rows[3]["eval_return"] is None
+    assert load_checkpoint(out / "seed_0" / "checkpoint.pt")["iteration"] == 10
+    assert (out / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 1 | 10 | 80 |" in (out / "summary.md").read_text()
+
+    assert main(["rl", "eval", str(out), "--episodes", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "seed 0: return" in text and "mean over 2 seeds" in text
+
+    # more episodes for a finished run: --resume continues it
+    assert main(["rl", "train", *FAST, "--episodes", "96", "--out", str(out), "--resume"]) == 0
+    assert len(read_jsonl(out / "seed_0" / "metrics.jsonl")) == 12
+
+
+def test_variance_writes_a_figure(tmp_path, capsys) -> None:
+    out = tmp_path / "var"
+    assert main(["rl", "variance", "--env", "InvertedPendulum-v5", "--n", "2", "--m", "1", "--k", "2", "--repeats",
+                 "4", "--warmup", "1", "--max-episode-steps", "30", "--evaluator", "serial", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert "| InvertedPendulum-v5 | 2 | 1 | 2 | 8 | ccmvd |" in capsys.readouterr().out
+    recs = json.loads((out / "variance.json").read_text())
+    assert {r["estimator"] for r in recs} == {"ccmvd", "ccsf"}
+    assert (out / "variance_InvertedPendulum-v5.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["rl", "train", "--env", "Nope-v0", "--evaluator", "serial"], "env: cannot make Gymnasium environment 'Nope-v0'"),
+    (["rl", "train", "--estimator", "reinforce", "--evaluator", "serial"], "estimator: unknown name 'reinforce'"),
+    (["rl", "train", "--episodes", "0", "--evaluator", "serial"], "episodes: need a positive integer; got 0"),
+    (["rl", "eval", "/nonexistent/run"], "is not a run directory"),
+    (["rl", "variance", "--n", "4", "--m", "1", "--k", "1", "--evaluator", "serial"], "CCSF's second score function"),
+])
+def test_bad_input_gives_a_message_and_exit_code_2(tmp_path, capsys, argv, message) -> None:
+    if argv[1] == "train":
+        argv = [*argv, "--out", str(tmp_path / "x"), "--no-progress"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_nan_through_the_cli_names_the_environment_and_step(tmp_path, capsys) -> None:
+    from stochgrad.rl.rollout import episode_seed
+
+    bad = episode_seed(0, 2, 1)
+    from stochgrad.rl.run import run_train
+    from stochgrad.rl.trainer import TrainConfig
+
+    cfg = TrainConfig(env="rl_test_envs:FaultyPendulum-v0", estimator="sf-antithetic", episodes=40,
+                      episodes_per_iter=4, checkpoint_every=1, evaluator="serial",
+                      env_kwargs={"nan_seed": bad, "what": "reward"})
+    with pytest.raises(Exception) as info:
+        run_train(cfg, tmp_path / "r", progress=False)
+    assert "FaultyPendulum-v0 returned a non-finite reward" in str(info.value) and "step 5" in str(info.value)
+    before = (tmp_path / "r" / "seed_0" / "checkpoint.pt").read_bytes()
+    assert load_checkpoint(tmp_path / "r" / "seed_0" / "checkpoint.pt")["iteration"] == 2
+    # resuming hits the same episode again: same error, checkpoint untouched
+    assert main(["rl", "train", "--out", str(tmp_path / "r"), "--resume", "--evaluator", "serial",
+                 "--no-progress"]) == 2
+    assert "returned a non-finite reward" in capsys.readouterr().err
+    assert (tmp_path / "r" / "seed_0" / "checkpoint.pt").read_bytes() == before

@@ -1,0 +1,153 @@
+"""The trainer: it learns, it is the same on every evaluator, it resumes exactly, it fails cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import stochgrad as sg
+from stochgrad.evaluators import Serial
+from stochgrad.rl.envs import RLEnvironmentError
+from stochgrad.rl.rollout import TRAIN, episode_seed
+from stochgrad.rl.run import run_eval, run_train
+from stochgrad.rl.trainer import TrainConfig, Trainer
+from stochgrad.rundir import load_checkpoint, read_jsonl
+
+FAULTY = "rl_test_envs:FaultyPendulum-v0"
+
+
+def _fast(**kw) -> TrainConfig:
+    """InvertedPendulum-v5 (4 parameters), episodes cut at 100 steps: a run of 20 iterations takes ~1 s."""
+    base = {"env": "InvertedPendulum-v5", "estimator": "sf-antithetic", "episodes": 160, "episodes_per_iter": 8,
+            "sigma": 0.3, "lr": 0.3, "max_episode_steps": 100, "eval_every": 5, "eval_episodes": 10,
+            "checkpoint_every": 3, "evaluator": "serial"}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("estimator", ["sf-antithetic", "ars", "ccmvd", "auto", "mvd"])
+def test_a_short_run_improves_the_return(estimator: str) -> None:
+    # ARS keeps the top b = 2 of N = 4 directions; its step on the std of the 4 returns used wants a smaller σ, α
+    cfg = _fast(estimator=estimator, **({"top": 2, "sigma": 0.1, "lr": 0.1} if estimator == "ars" else {}))
+    for seed in (0, 1):
+        tr = Trainer(cfg, seed, Serial())
+        before, _ = tr.evaluate(20)
+        rows = []
+        while not tr.done():
+            rows.append(tr.step())
+        after = rows[-1]["eval_return"]
+        # W = 0 balances for ~25 steps; every estimator more than doubles that within 160 episodes
+        assert before < 35 and after > 2 * before + 10, (estimator, seed, before, after)
+        assert rows[-1]["episodes"] == 160 and rows[-1]["steps"] == sum(
+            8 * r["mean_length"] for r in rows)
+
+
+def test_the_process_pool_gives_the_same_learning_curve_as_one_process(pool) -> None:
+    cfg = _fast(estimator="ccmvd", episodes=64)
+    a = Trainer(cfg, 5, pool)
+    rows_a = [a.step() for _ in range(8)]
+    b = Trainer(cfg, 5, Serial())
+    rows_b = [b.step() for _ in range(8)]
+    assert _without_time(rows_a) == _without_time(rows_b)
+    assert np.array_equal(a.weights, b.weights)
+
+
+def test_a_killed_run_resumes_to_the_same_parameters(tmp_path) -> None:
+    cfg = {"estimator": "auto", "episodes": 120, "checkpoint_every": 4, "seeds": 2}
+    full, _ = run_train(_fast(**cfg), tmp_path / "full", progress=False)
+
+    def kill(trainer, row):
+        if trainer.seed == 1 and trainer.iteration == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_train(_fast(**cfg), tmp_path / "cut", progress=False, callback=kill)
+    assert load_checkpoint(tmp_path / "cut" / "seed_1" / "checkpoint.pt")["iteration"] == 4
+    assert len(read_jsonl(tmp_path / "cut" / "seed_1" / "metrics.jsonl")) == 7      # 3 rows past the checkpoint
+    resumed, _ = run_train(_fast(**cfg), tmp_path / "cut", resume=True, progress=False)
+    for f, r in zip(full, resumed):
+        assert np.array_equal(f.weights, r.weights)
+        assert _without_time(f.rows) == _without_time(r.rows)
+    a = load_checkpoint(tmp_path / "full" / "seed_1" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "cut" / "seed_1" / "checkpoint.pt")
+    assert torch.equal(a["search"]["loc"], b["search"]["loc"])
+    assert torch.equal(a["normalizer"]["m2"], b["normalizer"]["m2"])
+
+
+def test_a_resumed_run_can_be_given_more_episodes(tmp_path) -> None:
+    run_train(_fast(episodes=48), tmp_path / "r", progress=False)
+    res, _ = run_train(_fast(episodes=96), tmp_path / "r", resume=True, progress=False)
+    straight, _ = run_train(_fast(episodes=96), tmp_path / "s", progress=False)
+    assert res[0].rows[-1]["episodes"] == 96
+    assert np.array_equal(res[0].weights, straight[0].weights)
+
+
+def test_nan_from_the_environment_stops_the_run_and_keeps_the_last_checkpoint(tmp_path) -> None:
+    bad = episode_seed(0, 5, 3, TRAIN)          # episode 3 of iteration 6 (0-based 5)
+    cfg = TrainConfig(env=FAULTY, estimator="sf-antithetic", episodes=200, episodes_per_iter=4, eval_every=100,
+                      checkpoint_every=2, evaluator="serial", env_kwargs={"nan_seed": bad, "nan_step": 7})
+    with pytest.raises(RLEnvironmentError, match=rf"environment {FAULTY} returned a non-finite observation .*at "
+                                                 rf"step 7 of the episode with seed {bad}"):
+        run_train(cfg, tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "seed_0" / "checkpoint.pt")
+    assert ckpt["iteration"] == 4 and ckpt["episodes"] == 16
+    # the checkpoint is exactly that of an undisturbed run at iteration 4
+    ok = TrainConfig(**{**cfg.to_dict(), "episodes": 16, "env_kwargs": {}})
+    ref, _ = run_train(ok, tmp_path / "ref", progress=False)
+    assert np.array_equal(ckpt["weights"].numpy(), ref[0].weights)
+    # the run directory is still usable: the policy replays
+    assert run_eval(tmp_path / "run", episodes=2, evaluator=Serial())[0][0] < 0
+
+
+def test_a_worker_that_dies_has_its_episodes_rerun(pool, tmp_path) -> None:
+    die = episode_seed(2, 1, 5, TRAIN)
+    marker = tmp_path / "died"
+    kw = {"die_seed": die, "marker": str(marker), "nan_step": 3}
+    cfg = TrainConfig(env=FAULTY, estimator="sf-antithetic", episodes=24, episodes_per_iter=8, eval_every=100,
+                      evaluator="serial", env_kwargs=kw)
+    before = pool.restarts
+    tr = Trainer(cfg, 2, pool)
+    rows = [tr.step() for _ in range(3)]
+    assert marker.exists() and pool.restarts == before + 1
+    ref = Trainer(cfg, 2, Serial())              # the marker exists now: nobody dies
+    assert _without_time([ref.step() for _ in range(3)]) == _without_time(rows)
+
+
+def test_bad_settings_are_named() -> None:
+    with pytest.raises(sg.InvalidArgumentError, match="estimator: unknown name 'reinforce'"):
+        _fast(estimator="reinforce").validate()
+    with pytest.raises(sg.InvalidArgumentError, match="pathwise needs a differentiable f"):
+        _fast(estimator="pathwise").validate()
+    with pytest.raises(sg.InvalidArgumentError, match="env: cannot make Gymnasium environment 'Hoper-v5'"):
+        Trainer(_fast(env="Hoper-v5"), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match="continuous .Box. action space"):
+        Trainer(_fast(env="CartPole-v1"), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match="episodes_per_iter: mvd needs at least 8 episodes"):
+        Trainer(_fast(estimator="mvd", episodes_per_iter=6), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match="episodes/steps"):
+        _fast(episodes=None).validate()
+    with pytest.raises(sg.InvalidArgumentError, match="sigma: need a positive finite number; got -0.1"):
+        _fast(sigma=-0.1).validate()
+    with pytest.raises(sg.InvalidArgumentError, match="optimizer: got 'lbfgs'"):
+        _fast(optimizer="lbfgs").validate()
+    with pytest.raises(sg.InvalidArgumentError, match="top: ARS uses b <= N = 4 directions; got 9"):
+        Trainer(_fast(estimator="ars", top=9), 0, Serial())
+
+
+def test_run_directory_errors(tmp_path) -> None:
+    with pytest.raises(sg.InvalidArgumentError, match="resume: .* holds no run to resume"):
+        run_train(_fast(), tmp_path / "none", resume=True, progress=False)
+    run_train(_fast(episodes=16), tmp_path / "r", progress=False)
+    with pytest.raises(sg.InvalidArgumentError, match="already holds a run; pass --resume"):
+        run_train(_fast(episodes=16), tmp_path / "r", progress=False)
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["config"]["estimator"] == "sf-antithetic" and cfg["resolved"]["n_params"] == 4
+    with pytest.raises(sg.InvalidArgumentError, match="not a run directory"):
+        run_eval(tmp_path / "none")
