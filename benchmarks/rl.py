@@ -231,7 +231,7 @@ def speed(args: argparse.Namespace) -> None:
         (f"{args.episodes} episodes of a fixed linear policy (W ~ N(0, 0.1²), seeded) per row, the same episodes in "
         "every row. The first row steps the Gymnasium environment with the policy alone; the others run "
         "`stochgrad.rl.rollout.run_episode` (normaliser, NaN checks, state statistics) through an evaluator. "
-        "Another engineer's CPU-heavy jobs shared this 2-core machine, so compare rows of one task as ratios."),
+        "Compare rows of one task as ratios; the machine's load at the time is in the reading below."),
         "",
         f"Command: `{command()}`  ",
         f"Machine: {machine()}",
