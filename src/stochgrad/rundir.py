@@ -52,6 +52,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out a matplotlib figure, write it to ``path`` as PNG (parents created, atomically) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from stochgrad.estimators.registry import make_estimator  # noqa: E402
 from stochgrad.lab.functions import BenchmarkFunction  # noqa: E402
 from stochgrad.lab.metrics import Problem, repeated_estimates  # noqa: E402
+from stochgrad.rundir import save_figure  # noqa: E402
 
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray"]
@@ -59,11 +60,7 @@ def arrows_2d(function: BenchmarkFunction, estimators: Sequence[str], budget: in
     loc = ", ".join(f"{v:.2f}" for v in problem.loc.tolist())
     fig.suptitle(f"{n_arrows} single estimates of ∇_μ E f, {function.name} 2-D at μ = ({loc}), σ = {scale}",
                  fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _against_evals(records: list[dict], function: str, metric: str, ylabel: str, path: Path, log_y: bool,
@@ -97,11 +94,7 @@ def _against_evals(records: list[dict], function: str, metric: str, ylabel: str,
     axes[0][-1].legend(fontsize=8)
     if note:
         fig.suptitle(note, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def rel_mse_vs_evals(records: list[dict], function: str, path: Path) -> Path:

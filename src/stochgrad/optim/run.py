@@ -33,6 +33,7 @@ from stochgrad.rundir import (  # noqa: E402
     prepare_run_dir,
     read_jsonl,
     save_checkpoint,
+    save_figure,
     truncate_jsonl,
 )
 
@@ -95,11 +96,7 @@ def convergence_plot(history: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_optimize(config: OptimizeConfig, out: str | Path, resume: bool = False, progress: bool = True,

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from stochgrad.rundir import save_figure
+
 
 def curve_on_grid(rows: Sequence[dict], grid: np.ndarray, key: str = "eval_return") -> np.ndarray:
     """``key`` against training episodes, linearly interpolated onto ``grid`` (NaN outside the run)."""
@@ -57,12 +59,7 @@ def reward_curve(runs: dict[str, Sequence[Sequence[dict]]], path: Path, title: s
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def variance_bars(records: Sequence[dict], path: Path, title: str) -> Path:
@@ -91,9 +88,4 @@ def variance_bars(records: Sequence[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

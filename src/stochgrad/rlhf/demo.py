@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stochgrad.errors import InvalidArgumentError
 from stochgrad.rlhf._threads import torch_threads
-from stochgrad.rundir import atomic_write_json, atomic_write_text, prepare_run_dir
+from stochgrad.rundir import atomic_write_json, atomic_write_text, prepare_run_dir, save_figure
 
 
 @dataclass
@@ -64,13 +64,7 @@ def _comparison_plot(curves: dict[str, list[dict]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("stochgrad rlhf demo: tiny GPT-2 towards positive sentiment (VADER)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def run_demo(config: DemoConfig, out: str | Path, progress: bool = True, log=print) -> dict:

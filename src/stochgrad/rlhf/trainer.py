@@ -42,6 +42,7 @@ from stochgrad.rundir import (
     prepare_run_dir,
     read_jsonl,
     save_checkpoint,
+    save_figure,
     truncate_jsonl,
 )
 
@@ -145,13 +146,7 @@ def _plot(records: list[dict], key: str, band: str | None, ylabel: str, title: s
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def training_plots(records: list[dict], run_dir: Path, title: str) -> list[Path]:
