@@ -268,13 +268,14 @@ class Auto(StatsMixin, Estimator):
         def flat(t: Tensor) -> Tensor:                                     # [G?, *batch, J] -> [G?, copies, J]
             return t.reshape(*t.shape[: t.dim() - len(dist.batch_shape) - 1], n_copies, t.shape[-1])
 
+        b_of = {p: self._mvd_variance(p) for p in mvd_names}                # [*batch, J_p], computed once
         cost = torch.zeros((G, min(n_copies, DECIDE_COPIES)), dtype=F64)
         for p in names:
             if p not in mvd_names:
                 cost = cost + flat(A_of(p).expand(G, *a[p].shape))[:, sub].sum(-1)   # score function only
         if mvd_names:
             A = torch.cat([flat(A_of(p).expand(G, *a[p].shape))[:, sub] for p in mvd_names], -1)
-            b = torch.cat([flat(self._mvd_variance(p))[sub] for p in mvd_names], -1).expand_as(A)
+            b = torch.cat([flat(b_of[p])[sub] for p in mvd_names], -1).expand_as(A)
             lower = torch.isinf(A).to(F64)
             S = torch.tensor([(B - n) // 2 for n in ns]).reshape(G, 1)
             cost = cost + predicted_mse(A, b, water_fill(A, b, lower, S))
@@ -286,14 +287,13 @@ class Auto(StatsMixin, Estimator):
         if ns[0] == 0 and i != 0 and float(regret[i]) > (1 - MIX_MARGIN) * float(regret[0]):
             i = 0          # a mix must clearly beat pure MVD: its predicted gain is within the estimates' noise
         n = ns[i]
+        counts: dict[str, Tensor] = {}
         if mvd_names:
             A_i = torch.cat([A_of(p)[i].expand(a[p].shape) for p in mvd_names], -1)
-            b_i = torch.cat([self._mvd_variance(p) for p in mvd_names], -1)
+            b_i = torch.cat([b_of[p] for p in mvd_names], -1)
             counts_all = water_fill(A_i, b_i, torch.isinf(A_i).to(F64), (B - n) // 2)
             if n == 0:
                 counts_all = _unless_clearly_better(counts_all, b_i)
-        counts: dict[str, Tensor] = {}
-        if mvd_names:
             parts = counts_all.split(sizes, -1)
             if dist.batch_shape.numel() == 1 or len(mvd_names) == 1:
                 counts = dict(zip(mvd_names, parts))
@@ -308,7 +308,7 @@ class Auto(StatsMixin, Estimator):
                 A_i = {p: A_of(p)[i].expand(a[p].shape) for p in mvd_names}
                 for p, s_p in zip(mvd_names, share):
                     lo = torch.isinf(A_i[p]).to(F64)
-                    counts[p] = (water_fill(A_i[p], self._mvd_variance(p), lo, s_p) if s_p > 0
+                    counts[p] = (water_fill(A_i[p], b_of[p], lo, s_p) if s_p > 0
                                  else torch.zeros_like(a[p], dtype=torch.long))
         if n > 0 and self.explore > 0:     # only where the score function covers a component left without pairs
             counts = {p: (self._explore({p: c}, generator)[p] if p in sf_names else c) for p, c in counts.items()}
