@@ -162,6 +162,8 @@ ESTIMATORS: dict[str, Callable[[], sg.Estimator]] = {
     "sf-antithetic-optimal": lambda: sg.ScoreFunction(8, baseline="optimal", antithetic=True),
     "mvd": lambda: sg.MeasureValued(2, coupled=True),
     "mvd-uncoupled": lambda: sg.MeasureValued(2, coupled=False),
+    "mvd-shared": lambda: sg.MeasureValued(2, coupled=True, shared_base=True),
+    "mvd-shared-uncoupled": lambda: sg.MeasureValued(2, coupled=False, shared_base=True),
     "pathwise": lambda: sg.Pathwise(8),
 }
 

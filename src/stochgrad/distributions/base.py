@@ -121,7 +121,9 @@ class Family:
         return self._params[name]
 
     def detach(self) -> Family:
-        """The same distribution with parameters cut from any autograd graph."""
+        """The same distribution with parameters cut from any autograd graph (itself if none is in one)."""
+        if not any(t.requires_grad for t in self._params.values()):
+            return self
         return type(self)(**{k: v.detach() for k, v in self.params.items()}, **self._extra_kwargs(),
                           validate_args=False)
 

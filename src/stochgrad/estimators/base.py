@@ -131,7 +131,7 @@ def evaluate_in_chunks(f: Callable, points: Tensor, batch_shape: torch.Size) -> 
     out = []
     for start in range(0, points.shape[0], rows):
         chunk = points[start:start + rows]
-        v = check_values(f(chunk), chunk, batch_shape)
+        v = check_values(f(chunk), chunk, batch_shape, row_ids=torch.arange(start, start + chunk.shape[0]))
         out.append(v)
     return torch.cat(out, 0)
 
@@ -154,8 +154,11 @@ def resolve_params(dist: Family, params: Sequence[str] | str | None) -> tuple[st
     return params
 
 
-def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_grad: bool = False) -> Tensor:
-    """Check f's output: a finite tensor ``[n_points, *batch_shape]``; say which points are bad if not."""
+def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_grad: bool = False,
+                 row_ids: Tensor | None = None) -> Tensor:
+    """Check f's output: a finite tensor ``[n_points, *batch_shape]``; say which points are bad if not.
+
+    ``row_ids [n_points]``: the indices to report for these points when they are a part of a larger set."""
     if not isinstance(values, Tensor):
         try:
             values = torch.as_tensor(values)
@@ -176,12 +179,13 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
         bad = ~torch.isfinite(values.detach())
     if bad is not None:
         rows = bad.reshape(bad.shape[0], -1).any(1).nonzero().flatten()
-        shown = rows[:5].tolist()
-        first = int(rows[0])
+        ids = rows if row_ids is None else row_ids[rows]
+        shown = ids[:5].tolist()
+        first, first_id = int(rows[0]), int(ids[0])
         raise EvaluationError(
             f"f returned {int(bad.sum())} non-finite value(s) (NaN or infinity) at point index(es) {shown}"
-            f"{' and more' if rows.numel() > 5 else ''}; e.g. f(points[{first}]) = "
-            f"{values.detach()[first].flatten()[:3].tolist()} with points[{first}] = "
+            f"{' and more' if rows.numel() > 5 else ''}; e.g. f(points[{first_id}]) = "
+            f"{values.detach()[first].flatten()[:3].tolist()} with points[{first_id}] = "
             f"{points.detach()[first].flatten()[:6].tolist()}{' ...' if points[first].numel() > 6 else ''}")
     if requires_grad and not values.requires_grad:
         raise EvaluationError(

@@ -11,11 +11,17 @@ from stochgrad.distributions.base import Family
 from stochgrad.distributions.categorical import Categorical
 from stochgrad.distributions.weak import weak_derivative
 from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError
-from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params, sample_variance
+from stochgrad.estimators import base as estimator_base
+from stochgrad.estimators.base import (Estimator, GradientEstimate, Plan, check_values, resolve_params,
+                                       sample_variance)
 from stochgrad.structured import is_separable
 
 #: Families whose draws are integer indices rather than numbers of the parameters' dtype.
 _DISCRETE_INDEX = (Categorical,)
+
+#: The in-process path calls f on blocks of about this many coordinates (1 MiB of float32): large enough that
+#: the per-call cost vanishes, small enough that the block and f's temporaries stay in cache.
+STREAM_ELEMENTS = 1 << 18
 
 #: Components to estimate: None (all), flat indices ``[J]`` shared by every copy, or ``[*batch, J]`` per copy.
 DimsSpec = None | Sequence[int] | Tensor
@@ -36,6 +42,11 @@ class MeasureValued(Estimator):
         ``D·K`` for Categorical logits), either shared ``[J]`` or per copy ``[*batch, J]``, or a dict from
         parameter name to such a spec. The other components get gradient 0 and ``estimated`` is False there.
         A component listed m times gets m·M pairs (so ``dims`` can allocate samples unevenly).
+      shared_base: draw one base point per sample (per repeat of a component listed several times) and share
+        it among all components' pairs, as optax and the code of Mohamed et al. (2020) do, instead of a base
+        per component. Each component's estimate has exactly the same distribution (unbiased, same variance,
+        so the same expected squared error); only the covariance between components changes. It draws M·D
+        instead of M·J·D base numbers, which is most of the cost of one estimate at large D for a cheap f.
 
     Example::
 
@@ -47,13 +58,14 @@ class MeasureValued(Estimator):
     """
 
     def __init__(self, samples_per_dim: int = 1, coupled: bool = True,
-                 dims: DimsSpec | Mapping[str, DimsSpec] = None) -> None:
+                 dims: DimsSpec | Mapping[str, DimsSpec] = None, shared_base: bool = False) -> None:
         if not isinstance(samples_per_dim, int) or isinstance(samples_per_dim, bool) or samples_per_dim < 1:
             raise BudgetError(f"samples_per_dim: MeasureValued needs at least 1 sample per component (2 "
                               f"evaluations); got {samples_per_dim!r}")
         self.samples_per_dim = samples_per_dim
         self.coupled = bool(coupled)
         self.dims = dims
+        self.shared_base = bool(shared_base)
 
     def _dims_for(self, name: str) -> DimsSpec:
         return self.dims.get(name) if isinstance(self.dims, Mapping) else self.dims
@@ -86,6 +98,9 @@ class MeasureValued(Estimator):
                 f"got {list(comp.shape)}")
         return comp.movedim(-1, 0)
 
+    def _complete(self, names: Sequence[str]) -> frozenset[str]:
+        return frozenset(name for name in names if self._dims_for(name) is None)
+
     def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
         names = resolve_params(dist, params)
         return sum(2 * self.samples_per_dim * self.components(dist, name).shape[0] for name in names)
@@ -108,26 +123,93 @@ class MeasureValued(Estimator):
             c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
             coord = dist.coordinate_of(name, comp).expand(M, *comp.shape).unsqueeze(-1)   # [M, J, *batch, 1]
             block = points[row:row + 2 * M * J].view(2, M, J, *event)
-            for m in range(M):
-                for j0, j1 in _base_chunks(J, dist):
-                    dist.sample_into(block[0, m, j0:j1], generator)
-            if self.coupled:
-                block[1].copy_(block[0])
+            if self.shared_base:
+                occ, R = _repeat_index(comp, self._dims_for(name) is None)
+                _fill_from_shared(block[0], dist.sample((M * R,), generator).to(points.dtype), occ)
+                if self.coupled:
+                    block[1].copy_(block[0])
+                else:
+                    _fill_from_shared(block[1], dist.sample((M * R,), generator).to(points.dtype), occ)
             else:
-                dist.sample_into(block[1], generator)
+                for m in range(M):
+                    for j0, j1 in _base_chunks(J, dist):
+                        dist.sample_into(block[0, m, j0:j1], generator)
+                if self.coupled:
+                    block[1].copy_(block[0])
+                else:
+                    dist.sample_into(block[1], generator)
             block[0].scatter_(-1, coord, plus.unsqueeze(-1).to(points.dtype))
             block[1].scatter_(-1, coord, minus.unsqueeze(-1).to(points.dtype))
             blocks.append((name, row, comp, c, decompositions[name].sampled_side))
             row += 2 * M * J
-        return MeasureValuedPlan(dist, points, M, blocks)
+        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))
 
 
     def estimate(self, f, dist, generator=None, params=None, evaluator=None):
-        """As :meth:`Estimator.estimate`; a :class:`~stochgrad.structured.Separable` f evaluated in-process with
-        coupled pairs takes a path that never materialises the points (same numbers up to rounding)."""
-        if (evaluator is None and self.coupled and is_separable(f) and not isinstance(dist, _DISCRETE_INDEX)):
-            return self._estimate_separable(f, dist, generator, params)
+        """As :meth:`Estimator.estimate`. In-process (``evaluator=None``) with coupled pairs the points are never
+        materialised all at once: a :class:`~stochgrad.structured.Separable` f is reduced per coordinate, any
+        other f is called on successive blocks of about :data:`STREAM_ELEMENTS` coordinates, built in one
+        reused buffer as they are needed. Both give the numbers of ``plan`` + ``f(points)`` + ``combine`` (up to
+        rounding for the separable path); pass ``evaluator=evaluators.Vectorized()`` to call f once on all."""
+        if evaluator is None and self.coupled:
+            if is_separable(f) and not isinstance(dist, _DISCRETE_INDEX):
+                return self._estimate_separable(f, dist, generator, params)
+            return self._estimate_streaming(f, dist, generator, params)
         return super().estimate(f, dist, generator, params, evaluator)
+
+    def _estimate_streaming(self, f, dist: Family, generator, params) -> GradientEstimate:
+        names = resolve_params(dist, params)
+        decompositions = {name: weak_derivative(dist, name) for name in names}
+        dist = dist.detach()
+        M = self.samples_per_dim
+        event = (*dist.batch_shape, *dist.event_shape)
+        dtype = torch.long if isinstance(dist, _DISCRETE_INDEX) else dist.dtype
+        per_row = max(1, dist.batch_shape.numel() * dist.event_shape.numel())
+        rows = max(1, min(STREAM_ELEMENTS, estimator_base.EVAL_CHUNK_ELEMENTS) // (2 * per_row))
+        buf = base_buf = None
+        parts, blocks, row = [], [], 0
+        for name in names:
+            comp = self.components(dist, name)
+            J = comp.shape[0]
+            c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
+            coord = dist.coordinate_of(name, comp)                                   # [J, *batch]
+            vals = None
+            if self.shared_base:
+                occ, R = _repeat_index(comp, self._dims_for(name) is None)
+                shared = dist.sample((M * R,), generator).to(dtype)                   # [M·R, *batch, D]
+                chunks = [(m, 0, J) for m in range(M)]
+            else:
+                chunks = [(m, j0, j1) for m in range(M) for j0, j1 in _base_chunks(J, dist)]
+            for m, j0, j1 in chunks:
+                if not self.shared_base:       # drawn as in ``plan`` so that both give the same numbers
+                    if base_buf is None or base_buf.shape[0] < j1 - j0:
+                        base_buf = torch.empty((j1 - j0, *event), dtype=dtype)
+                    base = dist.sample_into(base_buf[:j1 - j0], generator)
+                for s0 in range(j0, j1, rows):
+                    s1 = min(j1, s0 + rows)
+                    n = s1 - s0
+                    if buf is None or buf.shape[1] < n:
+                        buf = torch.empty((2, n, *event), dtype=dtype)
+                    pts = buf[:, :n]
+                    if self.shared_base:
+                        pts.copy_(_pick(shared, occ[s0:s1], M, m=m).unsqueeze(0).expand_as(pts))
+                    else:
+                        pts.copy_(base[s0 - j0:s1 - j0].unsqueeze(0).expand_as(pts))
+                    idx = coord[s0:s1].unsqueeze(-1)
+                    pts[0].scatter_(-1, idx, plus[m, s0:s1].unsqueeze(-1).to(dtype))
+                    pts[1].scatter_(-1, idx, minus[m, s0:s1].unsqueeze(-1).to(dtype))
+                    flat = pts.reshape(2 * n, *event)
+                    ids = row + torch.cat([torch.arange(s0, s1), M * J + torch.arange(s0, s1)]) + m * J
+                    v = check_values(f(flat), flat, dist.batch_shape, row_ids=ids).detach()
+                    if vals is None:
+                        vals = torch.empty((2, M, J, *dist.batch_shape), dtype=v.dtype)
+                    vals[:, m, s0:s1] = v.reshape(2, n, *dist.batch_shape)
+            parts.append(vals.reshape(2 * M * J, *dist.batch_shape))
+            blocks.append((name, row, comp, c, decompositions[name].sampled_side))
+            row += 2 * M * J
+        values = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+        points = torch.zeros((), dtype=dtype).expand(row, *event)                   # never materialised
+        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._combine(values)
 
     def _estimate_separable(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
@@ -145,16 +227,26 @@ class MeasureValued(Estimator):
             c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
             coord = dist.coordinate_of(name, comp)                                   # [J, *batch]
             vals = torch.empty((2, M, J, *dist.batch_shape), dtype=dist.dtype)
-            for m in range(M):
-                for j0, j1 in _base_chunks(J, dist):
-                    base = dist.sample((j1 - j0,), generator)                       # [rows, *batch, D]
-                    with torch.no_grad():
-                        f_base = term(base, index).sum(-1)
-                        idx = coord[j0:j1]
-                        base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
-                        drop = f_base - term(base_i, idx)
-                        vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
-                        vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
+            if self.shared_base:
+                occ, R = _repeat_index(comp, self._dims_for(name) is None)
+                base = dist.sample((M * R,), generator)                               # [M·R, *batch, D]
+                with torch.no_grad():
+                    f_base = _pick(term(base, index).sum(-1), occ, M)                   # [M, J, *batch]
+                    base_i = _pick(base, occ, M, coord)                                  # [M, J, *batch]
+                    drop = f_base - term(base_i, coord)
+                    vals[0] = drop + term(plus.to(base.dtype), coord)
+                    vals[1] = drop + term(minus.to(base.dtype), coord)
+            else:
+                for m in range(M):
+                    for j0, j1 in _base_chunks(J, dist):
+                        base = dist.sample((j1 - j0,), generator)                       # [rows, *batch, D]
+                        with torch.no_grad():
+                            f_base = term(base, index).sum(-1)
+                            idx = coord[j0:j1]
+                            base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+                            drop = f_base - term(base_i, idx)
+                            vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
+                            vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
             parts.append(vals.reshape(2 * M * J, *dist.batch_shape))
             blocks.append((name, row, comp, c, decompositions[name].sampled_side))
             row += 2 * M * J
@@ -163,7 +255,56 @@ class MeasureValued(Estimator):
             bad = (~torch.isfinite(values)).reshape(values.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
             raise EvaluationError(f"f returned non-finite values (NaN or infinity) at point index(es) {bad}")
         points = torch.zeros((), dtype=dist.dtype).expand(row, *event)              # never materialised
-        return MeasureValuedPlan(dist, points, M, blocks)._combine(values)
+        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._combine(values)
+
+
+def _repeat_index(comp: Tensor, distinct: bool) -> tuple[Tensor, int]:
+    """For components ``[J, *batch]``: which repeat of its component each entry is (0 for the first listing,
+    1 for the second, ...), and the largest number of repeats R. ``distinct`` says no component repeats."""
+    J = comp.shape[0]
+    if distinct or J < 2:
+        return torch.zeros(comp.shape, dtype=torch.long), 1
+    flat = comp.reshape(J, -1)
+    srt, order = torch.sort(flat, dim=0, stable=True)
+    pos = torch.arange(J).unsqueeze(1).expand_as(srt)
+    first = torch.ones_like(srt, dtype=torch.bool)
+    first[1:] = srt[1:] != srt[:-1]
+    run_start = torch.where(first, pos, torch.zeros_like(pos)).cummax(0).values
+    occ = torch.empty_like(flat).scatter_(0, order, pos - run_start)
+    return occ.reshape(comp.shape), int(occ.max()) + 1
+
+
+def _pick(t: Tensor, occ: Tensor, M: int, coord: Tensor | None = None, m: int | None = None) -> Tensor:
+    """From per-base values ``t [M·R, *batch, ...]`` the entry of each (sample m, listed component j):
+    ``[M, J, *batch, ...]`` (with ``coord [J, *batch]``: only that coordinate of the last dimension; with
+    ``m``: only that sample, ``[J, *batch, ...]``)."""
+    J, batch = occ.shape[0], occ.shape[1:]
+    B = batch.numel()
+    R = t.shape[0] // M
+    tail = t.shape[1 + len(batch):]
+    tt = t.reshape(M, R, B, *tail)
+    if m is not None:
+        if R == 1:
+            return t.reshape(M, *batch, *tail)[m].expand(J, *batch, *tail)
+        tt = tt[m:m + 1]
+    copies = torch.arange(B)
+    of = occ.reshape(J, B)
+    if coord is None:
+        out = tt[:, of, copies]                                                       # [M, J, B, *tail]
+    else:
+        out = tt[:, of, copies, coord.reshape(J, B)]                                  # [M, J, B]
+    out = out.reshape(out.shape[0], J, *batch, *out.shape[3:])
+    return out[0] if m is not None else out
+
+
+def _fill_from_shared(out: Tensor, base: Tensor, occ: Tensor) -> None:
+    """Fill ``out [M, J, *batch, D]`` with the shared base draws ``base [M·R, *batch, D]`` (repeat r of a
+    component takes base r of its sample)."""
+    M = out.shape[0]
+    if base.shape[0] == M:
+        out.copy_(base.unsqueeze(1).expand_as(out))
+    else:
+        out.copy_(_pick(base, occ, M))
 
 
 def _base_chunks(J: int, dist: Family) -> list[tuple[int, int]]:
@@ -178,8 +319,11 @@ class MeasureValuedPlan(Plan):
     """Points ``[(+/−) × M × J]`` per parameter and the recipe of :class:`MeasureValued`."""
 
     def __init__(self, dist: Family, points: Tensor, samples_per_dim: int,
-                 blocks: list[tuple[str, int, Tensor, Tensor, str | None]]) -> None:
+                 blocks: list[tuple[str, int, Tensor, Tensor, str | None]],
+                 complete: frozenset[str] = frozenset()) -> None:
         self.dist, self.points, self.samples_per_dim, self.blocks = dist, points, samples_per_dim, blocks
+        #: Parameters whose components are all listed once, in order (``dims=None``): no scatter needed.
+        self.complete = complete
 
     def contributions(self, values: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         """Per parameter: (components ``[J, *batch]``, per-sample terms ``c·(f⁺ − f⁻)`` ``[M, J, *batch]``)."""
@@ -198,6 +342,11 @@ class MeasureValuedPlan(Plan):
         for name, (comp, h) in self.contributions(values).items():
             n = dist.n_components(name)
             shape = dist.param(name).shape
+            if name in self.complete:
+                grad[name] = h.mean(0).movedim(0, -1).reshape(shape)
+                var[name] = sample_variance(h).movedim(0, -1).reshape(shape)
+                mask[name] = torch.ones(shape, dtype=torch.bool)
+                continue
             # Every (sample, listed component) is one contribution; a component listed m times has m·M.
             idx = comp.expand(M, *comp.shape).reshape(-1, *comp.shape[1:]).movedim(0, -1)   # [*batch, M·J]
             hh = h.reshape(-1, *h.shape[2:]).movedim(0, -1)                                   # [*batch, M·J]

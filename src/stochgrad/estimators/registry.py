@@ -49,9 +49,10 @@ def _sf(baseline: str | None, antithetic: bool = False) -> tuple[Callable, Calla
     return build, lambda dist, params: ScoreFunction.min_samples(baseline, antithetic)
 
 
-def _mvd(coupled: bool) -> tuple[Callable, Callable]:
+def _mvd(coupled: bool, shared_base: bool = False) -> tuple[Callable, Callable]:
     def build(budget, dist, params):
-        return MeasureValued(max(1, budget // (2 * _components(dist, params))), coupled=coupled)
+        return MeasureValued(max(1, budget // (2 * _components(dist, params))), coupled=coupled,
+                             shared_base=shared_base)
 
     return build, lambda dist, params: 2 * _components(dist, params)
 
@@ -89,6 +90,8 @@ for _name, _desc, (_build, _min) in [
      _sf(None, True)),
     ("sf-antithetic-loo", "score function on antithetic pairs, leave-one-pair-out baseline", _sf("loo", True)),
     ("mvd", "coupled measure-valued derivative, M = budget // (2·components)", _mvd(True)),
+    ("mvd-shared", "coupled MVD with one base draw per sample shared by all components (optax's layout)",
+     _mvd(True, True)),
     ("mvd-uncoupled", "uncoupled measure-valued derivative", _mvd(False)),
     ("pathwise", "pathwise (reparameterisation) gradient; f must be differentiable torch code",
      (lambda budget, dist, params: Pathwise(budget), lambda dist, params: 1)),
