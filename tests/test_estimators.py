@@ -135,3 +135,22 @@ def test_mvd_value_uses_the_side_distributed_as_p() -> None:
     g_loc = sg.MeasureValued(1).estimate(prob.f, prob.dist(), generator=torch.Generator().manual_seed(0),
                                          params=("loc",))
     assert torch.isnan(g_loc.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("make", [
+    lambda: sg.ScoreFunction(8, baseline="loo"), lambda: sg.ScoreFunction(8, baseline="optimal", antithetic=True),
+    lambda: sg.MeasureValued(2), lambda: sg.MeasureValued(1, shared_base=True),
+    lambda: sg.MeasureValued(1, coupled=False), lambda: sg.Pathwise(4), lambda: sg.CCMVD(8, 1, 2),
+    lambda: sg.Auto(40)], ids=["sf-loo", "sf-antithetic-optimal", "mvd", "mvd-shared", "mvd-uncoupled",
+                               "pathwise", "ccmvd", "auto"])
+@pytest.mark.parametrize("f", [lambda x: (x - 1.0).square().sum(-1), sg.Separable(lambda v, i: (v - 1.0).square())],
+                         ids=["plain", "separable"])
+def test_estimates_keep_the_dtype_the_user_chose(dtype, make, f) -> None:
+    dist = sg.Normal(torch.zeros(2, 5, dtype=dtype), torch.full((2, 5), 0.3, dtype=dtype))
+    g = make().estimate(f, dist, generator=torch.Generator().manual_seed(0))
+    assert make().plan(dist, torch.Generator().manual_seed(0)).points.dtype == dtype
+    for name in ("loc", "scale"):
+        assert g.grad[name].dtype == dtype and g.variance[name].dtype == dtype, name
+        assert g.grad[name].shape == (2, 5)
+    assert g.values.dtype == dtype
