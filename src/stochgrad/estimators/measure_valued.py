@@ -162,18 +162,21 @@ class MeasureValued(Estimator):
         decompositions = {name: weak_derivative(dist, name) for name in names}
         dist = dist.detach()
         M = self.samples_per_dim
-        event = (*dist.batch_shape, *dist.event_shape)
+        batch = dist.batch_shape
+        event = (*batch, *dist.event_shape)
         dtype = torch.long if isinstance(dist, _DISCRETE_INDEX) else dist.dtype
-        per_row = max(1, dist.batch_shape.numel() * dist.event_shape.numel())
+        per_row = max(1, batch.numel() * dist.event_shape.numel())
         rows = max(1, min(STREAM_ELEMENTS, estimator_base.EVAL_CHUNK_ELEMENTS) // (2 * per_row))
-        buf = base_buf = None
-        parts, blocks, row = [], [], 0
+        comps = {name: self.components(dist, name) for name in names}
+        total = sum(2 * M * c.shape[0] for c in comps.values())
+        buf = base_buf = values = None
+        blocks, row = [], 0
         for name in names:
-            comp = self.components(dist, name)
+            comp = comps[name]
             J = comp.shape[0]
             c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
-            coord = dist.coordinate_of(name, comp)                                   # [J, *batch]
-            vals = None
+            coord = dist.coordinate_of(name, comp).unsqueeze(-1).expand(2, J, *batch, 1)   # [2, J, *batch, 1]
+            replaced = torch.stack([plus, minus], 1).unsqueeze(-1).to(dtype)                # [M, 2, J, *batch, 1]
             if self.shared_base:
                 occ, R = _repeat_index(comp, self._dims_for(name) is None)
                 shared = dist.sample((M * R,), generator).to(dtype)                   # [M·R, *batch, D]
@@ -188,26 +191,22 @@ class MeasureValued(Estimator):
                 for s0 in range(j0, j1, rows):
                     s1 = min(j1, s0 + rows)
                     n = s1 - s0
-                    if buf is None or buf.shape[1] < n:
-                        buf = torch.empty((2, n, *event), dtype=dtype)
-                    pts = buf[:, :n]
-                    if self.shared_base:
-                        pts.copy_(_pick(shared, occ[s0:s1], M, m=m).unsqueeze(0).expand_as(pts))
-                    else:
-                        pts.copy_(base[s0 - j0:s1 - j0].unsqueeze(0).expand_as(pts))
-                    idx = coord[s0:s1].unsqueeze(-1)
-                    pts[0].scatter_(-1, idx, plus[m, s0:s1].unsqueeze(-1).to(dtype))
-                    pts[1].scatter_(-1, idx, minus[m, s0:s1].unsqueeze(-1).to(dtype))
-                    flat = pts.reshape(2 * n, *event)
-                    ids = row + torch.cat([torch.arange(s0, s1), M * J + torch.arange(s0, s1)]) + m * J
-                    v = check_values(f(flat), flat, dist.batch_shape, row_ids=ids).detach()
-                    if vals is None:
-                        vals = torch.empty((2, M, J, *dist.batch_shape), dtype=v.dtype)
-                    vals[:, m, s0:s1] = v.reshape(2, n, *dist.batch_shape)
-            parts.append(vals.reshape(2 * M * J, *dist.batch_shape))
+                    if buf is None or buf.numel() < 2 * n * per_row:
+                        buf = torch.empty(2 * n * per_row, dtype=dtype)
+                    pts = buf[:2 * n * per_row].view(2, n, *event)
+                    src = _pick(shared, occ[s0:s1], M, m=m) if self.shared_base else base[s0 - j0:s1 - j0]
+                    pts.copy_(src.unsqueeze(0).expand_as(pts))
+                    pts.scatter_(-1, coord[:, s0:s1], replaced[m, :, s0:s1])
+                    flat = pts.view(2 * n, *event)
+                    v = f(flat)
+                    if not _plainly_valid(v, 2 * n, batch):
+                        ids = row + m * J + torch.cat([torch.arange(s0, s1), M * J + torch.arange(s0, s1)])
+                        v = check_values(v, flat, batch, row_ids=ids)
+                    if values is None:
+                        values = torch.empty((total, *batch), dtype=v.dtype)
+                    values[row:row + 2 * M * J].view(2, M, J, *batch)[:, m, s0:s1] = v.detach().reshape(2, n, *batch)
             blocks.append((name, row, comp, c, decompositions[name].sampled_side))
             row += 2 * M * J
-        values = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
         points = torch.zeros((), dtype=dtype).expand(row, *event)                   # never materialised
         return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._combine(values)
 
@@ -256,6 +255,13 @@ class MeasureValued(Estimator):
             raise EvaluationError(f"f returned non-finite values (NaN or infinity) at point index(es) {bad}")
         points = torch.zeros((), dtype=dist.dtype).expand(row, *event)              # never materialised
         return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._combine(values)
+
+
+def _plainly_valid(v: object, n: int, batch: torch.Size) -> bool:
+    """The common case, checked cheaply: a finite floating tensor ``[n, *batch]`` (else ``check_values`` says
+    what is wrong)."""
+    return (isinstance(v, Tensor) and v.is_floating_point() and v.shape == (n, *batch)
+            and bool(torch.isfinite(v).all()))
 
 
 def _repeat_index(comp: Tensor, distinct: bool) -> tuple[Tensor, int]:
