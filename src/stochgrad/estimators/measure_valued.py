@@ -12,8 +12,7 @@ from stochgrad.distributions.categorical import Categorical
 from stochgrad.distributions.weak import weak_derivative
 from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError
 from stochgrad.estimators import base as estimator_base
-from stochgrad.estimators.base import (Estimator, GradientEstimate, Plan, check_values, resolve_params,
-                                       sample_variance)
+from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, check_values, resolve_params, sample_variance
 from stochgrad.structured import is_separable
 
 #: Families whose draws are integer indices rather than numbers of the parameters' dtype.
