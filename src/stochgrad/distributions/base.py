@@ -69,11 +69,11 @@ class Family:
             self._validate(tensors)
         shapes = [t.shape[: t.dim() - self.param_coordinate_ndim] if self._has_coordinate_dims(k) else t.shape
                   for k, t in tensors.items()]
-        shape = torch.broadcast_shapes(*shapes)
+        shape = shapes[0] if all(s == shapes[0] for s in shapes) else torch.broadcast_shapes(*shapes)
         self._params: dict[str, Tensor] = {}
         for k, t in tensors.items():
             full = shape + t.shape[t.dim() - self.param_coordinate_ndim:] if self._has_coordinate_dims(k) else shape
-            self._params[k] = t.expand(full)
+            self._params[k] = t if t.shape == full else t.expand(full)
         self.batch_shape = torch.Size(shape[:-1])
         self.event_shape = torch.Size(shape[-1:])
         self.dtype = dtype
@@ -95,11 +95,13 @@ class Family:
         cls = type(self).__name__
         for name, t in tensors.items():
             d = t.detach()
+            constraint = self.arg_constraints.get(name)
+            if bool(torch.isfinite(d).all()) and (constraint is None or bool(constraint.check(d).all())):
+                continue                     # the common case; below, say what is wrong
             bad = ~torch.isfinite(d)
             if bool(bad.any()):
                 raise InvalidArgumentError(
                     f"{cls}: argument '{name}' must be finite; got {_describe_bad(d, bad)}")
-            constraint = self.arg_constraints.get(name)
             if constraint is not None:
                 bad = ~constraint.check(d)
                 if bool(bad.any()):
