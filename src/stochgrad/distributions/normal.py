@@ -69,7 +69,7 @@ class Normal(Family):
             return super().score_terms(x, noise, name)
         if noise is None:
             noise = (x - self._p("loc")) / self._p("scale")
-        inv = 1.0 / self._p("scale")
+        inv = self._p("scale").reciprocal()
         if name == "loc":
             return noise, inv, 0.0, -1          # s = ε/σ, odd under x → 2μ − x
         return noise * noise, inv, 1.0, 1       # s = (ε² − 1)/σ, even

@@ -130,7 +130,7 @@ class ScoreFunctionPlan(Plan):
             w2 = w_eff * w_eff
             if c != 0:
                 s1 = s1 - c * w_eff.sum(0).reshape(*w_eff.shape[1:], *([1] * (t.dim() - w_eff.dim())))
-            g = a * s1 / n
+            g = (a / n) * s1
             grad[name] = g
             if n < 2:
                 var[name] = torch.full_like(g, float("nan"))
@@ -139,7 +139,8 @@ class ScoreFunctionPlan(Plan):
             if c != 0:
                 w2_sum = w2.sum(0).reshape(*w2.shape[1:], *([1] * (t.dim() - w2.dim())))
                 m2 = m2 - 2 * c * _weighted_sum(w2, t) + c * c * w2_sum
-            var[name] = ((a * a * m2 - n * g * g) / ((n - 1) * n)).clamp_min(0)
+            # (a² m2 − n g²) / ((n − 1) n) with n g² = a² s1² / n
+            var[name] = (a * a / ((n - 1) * n)) * torch.addcmul(m2, s1, s1, value=-1.0 / n).clamp_min_(0)
         return GradientEstimate(grad, var, values.mean(0), self.n_evals, values)
 
     def _combine_elementwise(self, values: Tensor) -> GradientEstimate:
