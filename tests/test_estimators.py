@@ -154,3 +154,18 @@ def test_estimates_keep_the_dtype_the_user_chose(dtype, make, f) -> None:
         assert g.grad[name].dtype == dtype and g.variance[name].dtype == dtype, name
         assert g.grad[name].shape == (2, 5)
     assert g.values.dtype == dtype
+
+
+def test_all_finite_is_exact_even_when_the_sum_overflows() -> None:
+    from stochgrad.estimators.base import all_finite
+
+    big = torch.full((4,), 3e38, dtype=torch.float32)          # finite, but the sum overflows to inf
+    assert all_finite(big) and all_finite(torch.empty(0))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.ones(5, dtype=torch.float32)
+        x[3] = bad
+        assert not all_finite(x)
+    assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
+    g = sg.ScoreFunction(4).estimate(lambda x: torch.full((x.shape[0],), 3e38), sg.Normal(torch.zeros(2), 1.0),
+                                     generator=torch.Generator().manual_seed(0))
+    assert g.n_evals == 4                                       # huge but finite values are accepted

@@ -7,6 +7,8 @@ the per-sample contributions it averaged.
 
 from __future__ import annotations
 
+import math
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -173,7 +175,7 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
             f"return one value per point: shape {list(want)}")
     if not values.is_floating_point():
         values = values.to(points.dtype if points.is_floating_point() else torch.get_default_dtype())
-    if bool(torch.isfinite(values.detach()).all()):
+    if all_finite(values):
         bad = None
     else:
         bad = ~torch.isfinite(values.detach())
@@ -193,6 +195,18 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
             "to the points (was f computed with numpy, .item(), .detach() or under torch.no_grad()?). Use "
             "ScoreFunction or MeasureValued for a black-box f.")
     return values
+
+
+def all_finite(t: Tensor) -> bool:
+    """Whether every element of ``t`` is finite. A finite sum proves it (a NaN or an infinity makes the sum
+    non-finite) in one reduction; only when the sum is not finite (which overflow alone can cause) are the
+    elements checked one by one."""
+    t = t.detach()
+    if t.numel() == 0:
+        return True
+    if math.isfinite(float(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def sample_variance(contrib: Tensor, dim: int = 0) -> Tensor:

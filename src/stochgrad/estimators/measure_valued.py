@@ -12,7 +12,15 @@ from stochgrad.distributions.categorical import Categorical
 from stochgrad.distributions.weak import weak_derivative
 from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError
 from stochgrad.estimators import base as estimator_base
-from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, check_values, resolve_params, sample_variance
+from stochgrad.estimators.base import (
+    Estimator,
+    GradientEstimate,
+    Plan,
+    all_finite,
+    check_values,
+    resolve_params,
+    sample_variance,
+)
 from stochgrad.structured import is_separable
 
 #: Families whose draws are integer indices rather than numbers of the parameters' dtype.
@@ -260,7 +268,7 @@ def _plainly_valid(v: object, n: int, batch: torch.Size) -> bool:
     """The common case, checked cheaply: a finite floating tensor ``[n, *batch]`` (else ``check_values`` says
     what is wrong)."""
     return (isinstance(v, Tensor) and v.is_floating_point() and v.shape == (n, *batch)
-            and bool(torch.isfinite(v).all()))
+            and all_finite(v))
 
 
 def _repeat_index(comp: Tensor, distinct: bool) -> tuple[Tensor, int]:
