@@ -35,7 +35,7 @@ def standard_exponential(shape: Shape, generator: torch.Generator | None, dtype:
 
 def rayleigh(shape: Shape, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
     """Rayleigh(1) draws, density r·exp(−r²/2) on r > 0 (R²/2 is Exp(1))."""
-    return torch.sqrt(2.0 * standard_exponential(shape, generator, dtype))
+    return uniform(shape, generator, dtype).log_().mul_(-2.0).sqrt_()       # √(2·Exp(1)), in place
 
 
 def double_sided_maxwell(shape: Shape, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:

@@ -100,7 +100,7 @@ def _normal_loc(dist: Normal, component: Tensor, n: int, generator, coupled: boo
     shape = (n, *mu.shape)
     r_plus = _random.rayleigh(shape, generator, mu.dtype)
     r_minus = r_plus if coupled else _random.rayleigh(shape, generator, mu.dtype)
-    c = 1.0 / (sigma * math.sqrt(2 * math.pi))
+    c = (sigma * math.sqrt(2 * math.pi)).reciprocal()
     return c, mu + sigma * r_plus, mu - sigma * r_minus
 
 
@@ -117,4 +117,4 @@ def _normal_scale(dist: Normal, component: Tensor, n: int, generator, coupled: b
         minus = m * _random.uniform(shape, generator, mu.dtype)  # M·U is N(0, 1)
     else:
         minus = _random.standard_normal(shape, generator, mu.dtype)
-    return 1.0 / sigma, mu + sigma * m, mu + sigma * minus
+    return sigma.reciprocal(), mu + sigma * m, mu + sigma * minus

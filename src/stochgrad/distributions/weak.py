@@ -96,6 +96,8 @@ def supported_params(family: type) -> list[str]:
 def gather_coordinate(t: Tensor, coordinate: Tensor) -> Tensor:
     """Pick ``t[..., coordinate]`` per row: ``t [*batch, D, *rest]``, ``coordinate [J, *batch]`` →
     ``[J, *batch, *rest]``."""
+    if coordinate.dim() == 1:                 # no batch: t is [D, *rest]
+        return t.index_select(0, coordinate)
     rest = t.shape[coordinate.dim():]  # (D, *rest)
     tt = t.unsqueeze(0).expand(coordinate.shape[0], *t.shape)
     idx = coordinate.reshape(*coordinate.shape, 1, *([1] * (len(rest) - 1)))
