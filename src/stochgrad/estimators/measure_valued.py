@@ -132,11 +132,11 @@ class MeasureValued(Estimator):
             block = points[row:row + 2 * M * J].view(2, M, J, *event)
             if self.shared_base:
                 occ, R = _repeat_index(comp, self._dims_for(name) is None)
-                _fill_from_shared(block[0], dist.sample((M * R,), generator).to(points.dtype), occ)
+                block[0].copy_(_pick(dist.sample((M * R,), generator).to(points.dtype), occ, M))
                 if self.coupled:
                     block[1].copy_(block[0])
                 else:
-                    _fill_from_shared(block[1], dist.sample((M * R,), generator).to(points.dtype), occ)
+                    block[1].copy_(_pick(dist.sample((M * R,), generator).to(points.dtype), occ, M))
             else:
                 for m in range(M):
                     for j0, j1 in _base_chunks(J, dist):
@@ -257,7 +257,7 @@ class MeasureValued(Estimator):
             blocks.append((name, row, comp, c, decompositions[name].sampled_side))
             row += 2 * M * J
         values = torch.cat(parts, 0)
-        if not bool(torch.isfinite(values).all()):
+        if not all_finite(values):
             bad = (~torch.isfinite(values)).reshape(values.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
             raise EvaluationError(f"f returned non-finite values (NaN or infinity) at point index(es) {bad}")
         points = torch.zeros((), dtype=dist.dtype).expand(row, *event)              # never materialised
@@ -295,10 +295,11 @@ def _pick(t: Tensor, occ: Tensor, M: int, coord: Tensor | None = None, m: int | 
     B = batch.numel()
     R = t.shape[0] // M
     tail = t.shape[1 + len(batch):]
+    if R == 1 and coord is None:            # no repeats: every component takes its sample's base, as a view
+        per = t.reshape(M, 1, *batch, *tail).expand(M, J, *batch, *tail)
+        return per[m] if m is not None else per
     tt = t.reshape(M, R, B, *tail)
     if m is not None:
-        if R == 1:
-            return t.reshape(M, *batch, *tail)[m].expand(J, *batch, *tail)
         tt = tt[m:m + 1]
     copies = torch.arange(B)
     of = occ.reshape(J, B)
@@ -308,16 +309,6 @@ def _pick(t: Tensor, occ: Tensor, M: int, coord: Tensor | None = None, m: int | 
         out = tt[:, of, copies, coord.reshape(J, B)]                                  # [M, J, B]
     out = out.reshape(out.shape[0], J, *batch, *out.shape[3:])
     return out[0] if m is not None else out
-
-
-def _fill_from_shared(out: Tensor, base: Tensor, occ: Tensor) -> None:
-    """Fill ``out [M, J, *batch, D]`` with the shared base draws ``base [M·R, *batch, D]`` (repeat r of a
-    component takes base r of its sample)."""
-    M = out.shape[0]
-    if base.shape[0] == M:
-        out.copy_(base.unsqueeze(1).expand_as(out))
-    else:
-        out.copy_(_pick(base, occ, M))
 
 
 def _base_chunks(J: int, dist: Family) -> list[tuple[int, int]]:
