@@ -96,7 +96,7 @@ class Family:
         for name, t in tensors.items():
             d = t.detach()
             constraint = self.arg_constraints.get(name)
-            if bool(torch.isfinite(d).all()) and (constraint is None or bool(constraint.check(d).all())):
+            if _plainly_within(d, constraint):
                 continue                     # the common case; below, say what is wrong
             bad = ~torch.isfinite(d)
             if bool(bad.any()):
@@ -259,7 +259,31 @@ class Family:
 
     def _p(self, name: str) -> Tensor:
         """Detached parameter, for sampling and closed forms."""
-        return self._params[name].detach()
+        t = self._params[name]
+        return t.detach() if t.requires_grad else t
+
+
+def _plainly_within(d: Tensor, constraint: constraints.Constraint | None) -> bool:
+    """Whether every entry of ``d`` is finite and satisfies ``constraint``, from its smallest and largest entry
+    (one reduction; NaN propagates into both) where the constraint is a range, else entry by entry."""
+    if d.numel() == 0:
+        return True
+    lo_t, hi_t = torch.aminmax(d)
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return False
+    kind = type(constraint)
+    if constraint is None or kind is constraints._Real:
+        return True
+    if kind is constraints._GreaterThan:
+        return lo > constraint.lower_bound
+    if kind is constraints._GreaterThanEq:
+        return lo >= constraint.lower_bound
+    if kind is constraints._Interval:
+        return constraint.lower_bound <= lo and hi <= constraint.upper_bound
+    if kind is constraints._HalfOpenInterval:
+        return constraint.lower_bound <= lo and hi < constraint.upper_bound
+    return bool(constraint.check(d).all())
 
 
 def _constraint_text(c: constraints.Constraint) -> str:
