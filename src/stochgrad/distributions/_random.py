@@ -40,9 +40,8 @@ def rayleigh(shape: Shape, generator: torch.Generator | None, dtype: torch.dtype
 
 def double_sided_maxwell(shape: Shape, generator: torch.Generator | None, dtype: torch.dtype) -> Tensor:
     """Double-sided Maxwell draws, density m²·φ(m) on R: a random sign times the root of a χ²₃ draw."""
-    chi2 = standard_normal((3, *shape), generator, dtype).square().sum(0)
-    sign = torch.where(torch.rand(tuple(shape), generator=generator, dtype=dtype) < 0.5, -1.0, 1.0).to(dtype)
-    return sign * chi2.sqrt()
+    r = standard_normal((3, *shape), generator, dtype).square_().sum(0).sqrt_()
+    return torch.where(torch.rand(tuple(shape), generator=generator, dtype=dtype) < 0.5, -r, r)
 
 
 def standard_gamma(concentration: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -98,10 +98,10 @@ def _normal_loc(dist: Normal, component: Tensor, n: int, generator, coupled: boo
     mu = gather_coordinate(dist._p("loc"), component)
     sigma = gather_coordinate(dist._p("scale"), component)
     shape = (n, *mu.shape)
-    r_plus = _random.rayleigh(shape, generator, mu.dtype)
-    r_minus = r_plus if coupled else _random.rayleigh(shape, generator, mu.dtype)
+    step_plus = sigma * _random.rayleigh(shape, generator, mu.dtype)
+    step_minus = step_plus if coupled else sigma * _random.rayleigh(shape, generator, mu.dtype)
     c = (sigma * math.sqrt(2 * math.pi)).reciprocal()
-    return c, mu + sigma * r_plus, mu - sigma * r_minus
+    return c, mu + step_plus, mu - step_minus
 
 
 @register_weak_derivative(
@@ -114,7 +114,7 @@ def _normal_scale(dist: Normal, component: Tensor, n: int, generator, coupled: b
     shape = (n, *mu.shape)
     m = _random.double_sided_maxwell(shape, generator, mu.dtype)
     if coupled:
-        minus = m * _random.uniform(shape, generator, mu.dtype)  # M·U is N(0, 1)
+        minus = _random.uniform(shape, generator, mu.dtype).mul_(m)  # M·U is N(0, 1)
     else:
         minus = _random.standard_normal(shape, generator, mu.dtype)
     return sigma.reciprocal(), mu + sigma * m, mu + sigma * minus
