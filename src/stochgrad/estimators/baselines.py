@@ -40,7 +40,7 @@ def compute_baseline(baseline: str | None, values: Tensor, score: Tensor, pair_o
       ``[N, *batch, 1...]`` (or ``[N, *batch, *components]`` for "optimal"), or the scalar 0 for None.
     """
     extra = score.dim() - values.dim() if baseline == "optimal" else 0
-    v = values.reshape(*values.shape, *([1] * extra))
+    v = values.reshape(*values.shape, *([1] * extra)) if extra else values
     n = values.shape[0]
     if baseline is None:
         return v.new_zeros(())

@@ -84,10 +84,10 @@ class ScoreFunction(Estimator):
 
 def _weighted_sum(w: Tensor, t: Tensor) -> Tensor:
     """Σ_n w_n t_n for ``w [N, *batch]``, ``t [N, *batch, *comp]`` → ``[*batch, *comp]`` (one batched matvec)."""
+    if w.dim() == 1:
+        return w @ t if t.dim() == 2 else (w @ t.reshape(t.shape[0], -1)).reshape(t.shape[1:])
     n = w.shape[0]
     lead = w.shape[1:]
-    if w.dim() == 1:
-        return w @ t.reshape(n, -1) if t.dim() == 2 else (w @ t.reshape(n, -1)).reshape(t.shape[1:])
     out = torch.einsum("nb,nbc->bc", w.reshape(n, -1), t.reshape(n, w[0].numel(), -1))
     return out.reshape(*lead, *t.shape[w.dim():])
 
