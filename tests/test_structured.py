@@ -155,3 +155,52 @@ def test_streamed_evaluation_names_the_bad_point() -> None:
     bad = (plan.points[:, 1500] > 0.0).nonzero().flatten()[:5].tolist()
     with pytest.raises(sg.EvaluationError, match=rf"point index\(es\) \[{', '.join(map(str, bad))}\]"):
         sg.MeasureValued(1).estimate(f, dist, generator=torch.Generator().manual_seed(0), params=("loc",))
+
+
+MVD_PARAMS = {problem: tuple(c.param for c in CASES if c.problem == problem and c.estimator == "mvd")
+              for problem in sorted({c.problem for c in CASES if c.estimator == "mvd"})}
+
+
+@pytest.mark.parametrize(("M", "shared"), [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("problem", [p for p in MVD_PARAMS if not PROBLEMS[p].dist().param_coordinate_ndim])
+def test_small_estimates_take_one_call_with_the_planned_numbers(problem, M, shared) -> None:
+    """Small in-process MVD estimates of every component build all points in one buffer and call f once; the
+    numbers are exactly those of plan + f(points) + combine, and the generator ends in the same state.
+    (Categorical logits, several components per coordinate, stream instead.)"""
+    prob = PROBLEMS[problem]
+    dist = prob.dist(copies=3)
+    params = MVD_PARAMS[problem]
+    est = sg.MeasureValued(M, shared_base=shared)
+    calls = []
+
+    def f(x):
+        calls.append(x.shape[0])
+        return prob.f(x)
+
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    fast = est.estimate(f, dist, generator=g1, params=params)
+    plan = est.plan(dist, g2, params)
+    whole = plan.combine(prob.f(plan.points))
+    assert calls == [plan.n_evals]
+    assert torch.equal(fast.values, whole.values)
+    assert torch.equal(fast.value.nan_to_num(-1), whole.value.nan_to_num(-1))
+    for p in params:
+        assert torch.equal(fast.grad[p], whole.grad[p])
+        assert torch.equal(fast.variance[p].nan_to_num(-1), whole.variance[p].nan_to_num(-1))
+        assert torch.equal(fast.info["components"][p], whole.info["components"][p])
+    assert fast.estimated is None and whole.estimated is None
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_small_estimate_names_the_bad_point() -> None:
+    dist = sg.Normal(torch.zeros(5, dtype=T), 1.0)
+
+    def f(x):
+        return torch.where(x[:, 3] > 0.0, torch.inf, (x * x).sum(-1))
+
+    plan = sg.MeasureValued(1).plan(dist, torch.Generator().manual_seed(0))
+    bad = (plan.points[:, 3] > 0.0).nonzero().flatten()[:5].tolist()
+    with pytest.raises(sg.EvaluationError, match=rf"point index\(es\) \[{', '.join(map(str, bad))}\]"):
+        sg.MeasureValued(1).estimate(f, dist, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(sg.EvaluationError, match=r"shape \[5\]"):
+        sg.MeasureValued(1).estimate(lambda x: x[:5].sum(-1), dist, generator=torch.Generator().manual_seed(0))

@@ -161,8 +161,64 @@ class MeasureValued(Estimator):
         if evaluator is None and self.coupled:
             if is_separable(f) and not isinstance(dist, _DISCRETE_INDEX):
                 return self._estimate_separable(f, dist, generator, params)
+            if self._fits_whole(dist, resolve_params(dist, params)):
+                return self._estimate_whole(f, dist, generator, params)
             return self._estimate_streaming(f, dist, generator, params)
         return super().estimate(f, dist, generator, params, evaluator)
+
+    def _fits_whole(self, dist: Family, names: Sequence[str]) -> bool:
+        """Whether :meth:`_estimate_whole` applies: every component of every parameter acts on its own
+        coordinate (no Categorical logits), and all points together are one small block."""
+        if dist.param_coordinate_ndim or isinstance(dist, _DISCRETE_INDEX):
+            return False
+        if any(self._dims_for(name) is not None for name in names):
+            return False
+        per_row = max(1, dist.batch_shape.numel() * dist.event_shape.numel())
+        block = min(STREAM_ELEMENTS, estimator_base.EVAL_CHUNK_ELEMENTS)
+        return len(names) * 2 * self.samples_per_dim * dist.event_shape.numel() * per_row <= block
+
+    def _estimate_whole(self, f, dist: Family, generator, params) -> GradientEstimate:
+        """Every component of every parameter, with all points in one buffer and one call of f: the lean path
+        for small estimates, where the cost is the number of tensor operations, not their size. Draws exactly
+        as ``plan`` does; component j replaces coordinate j, i.e. the diagonal of each ``[J, D]`` block."""
+        names = resolve_params(dist, params)
+        decompositions = [weak_derivative(dist, name) for name in names]
+        dist = dist.detach()
+        M = self.samples_per_dim
+        batch = dist.batch_shape
+        D = dist.event_shape.numel()
+        event = (*batch, D)
+        comp = torch.arange(D).reshape(D, *([1] * len(batch))).expand(D, *batch)      # as ``components``
+        K = len(names)
+        points = torch.empty((K * 2 * M * D, *event), dtype=dist.dtype)
+        cs = []
+        for block, wd in zip(points.view(K, 2, M, D, *event).unbind(0), decompositions):
+            c, plus, minus = wd.sampler(dist, comp, M, generator, True)
+            base, paired = block.unbind(0)                                            # [M, D, *batch, D] each
+            if self.shared_base:
+                base.copy_(dist.sample((M,), generator).unsqueeze(1).expand(M, D, *event))
+            else:
+                for per_sample in base.unbind(0):
+                    dist.sample_into(per_sample, generator)
+            paired.copy_(base)
+            block.diagonal(dim1=2, dim2=-1).copy_(torch.stack([plus, minus]).movedim(2, -1))
+            cs.append(c)
+        values = f(points)
+        if not _plainly_valid(values, points.shape[0], batch):
+            values = check_values(values, points, batch)
+        values = values.detach()
+        grad, var, sampled = {}, {}, []
+        for name, wd, c, fv in zip(names, decompositions, cs, values.view(K, 2, M, D, *batch).unbind(0)):
+            f_plus, f_minus = fv.unbind(0)
+            h = c * (f_plus - f_minus)                                                 # [M, D, *batch]
+            grad[name] = (h[0] if M == 1 else h.mean(0)).movedim(0, -1)
+            var[name] = sample_variance(h).movedim(0, -1)
+            if wd.sampled_side is not None:
+                sampled.append((f_plus if wd.sampled_side == "plus" else f_minus).reshape(M * D, *batch))
+        value = (torch.cat(sampled, 0).mean(0) if len(sampled) > 1 else sampled[0].mean(0) if sampled
+                 else values.new_full(batch, float("nan")))
+        return GradientEstimate(grad, var, value, points.shape[0], values,
+                                info={"components": dict.fromkeys(names, comp)})
 
     def _estimate_streaming(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
