@@ -21,6 +21,8 @@ def _f(x):
     (lambda: sg.Normal(torch.zeros(3), -1.0), r"'scale' must satisfy > 0; got -1.0"),
     (lambda: sg.Normal(torch.tensor([0.0, math.nan]), 1.0), r"'loc' must be finite; got nan at index \(1,\)"),
     (lambda: sg.Normal(torch.tensor([math.inf]), 1.0), r"'loc' must be finite; got inf"),
+    (lambda: sg.Normal(torch.zeros(2), torch.tensor([1.0, math.inf])), r"'scale' must be finite; got inf at index \(1,\)"),
+    (lambda: sg.Normal(torch.zeros(2), torch.tensor([math.nan, 1.0])), r"'scale' must be finite; got nan at index \(0,\)"),
     (lambda: sg.Poisson(torch.tensor([1.0, 0.0])), r"'rate' must satisfy > 0; got 0.0"),
     (lambda: sg.Exponential(torch.tensor([-2.0])), r"'rate' must satisfy > 0; got -2.0"),
     (lambda: sg.Gamma(torch.tensor([0.0]), torch.tensor([1.0])), r"'concentration' must satisfy > 0"),
