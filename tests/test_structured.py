@@ -204,3 +204,16 @@ def test_small_estimate_names_the_bad_point() -> None:
         sg.MeasureValued(1).estimate(f, dist, generator=torch.Generator().manual_seed(0))
     with pytest.raises(sg.EvaluationError, match=r"shape \[5\]"):
         sg.MeasureValued(1).estimate(lambda x: x[:5].sum(-1), dist, generator=torch.Generator().manual_seed(0))
+
+
+def test_small_estimate_accepts_strided_values() -> None:
+    dist = sg.Normal(torch.zeros(3, 4, dtype=T), 0.5)
+
+    def f(x):
+        v = (x * x).sum(-1)
+        return torch.stack([v, -v], -1)[..., 0]          # a strided view, not contiguous
+
+    g1 = sg.MeasureValued(1).estimate(f, dist, generator=torch.Generator().manual_seed(0))
+    g2 = sg.MeasureValued(1).estimate(f, dist, generator=torch.Generator().manual_seed(0),
+                                      evaluator=sg.evaluators.Vectorized())
+    assert torch.equal(g1.grad["loc"], g2.grad["loc"]) and torch.equal(g1.values, g2.values)

@@ -208,7 +208,7 @@ class MeasureValued(Estimator):
             values = check_values(values, points, batch)
         values = values.detach()
         grad, var, sampled = {}, {}, []
-        for name, wd, c, fv in zip(names, decompositions, cs, values.view(K, 2, M, D, *batch).unbind(0)):
+        for name, wd, c, fv in zip(names, decompositions, cs, values.reshape(K, 2, M, D, *batch).unbind(0)):
             f_plus, f_minus = fv.unbind(0)
             h = c * (f_plus - f_minus)                                                 # [M, D, *batch]
             grad[name] = (h[0] if M == 1 else h.mean(0)).movedim(0, -1)
