@@ -238,3 +238,28 @@ def test_k_larger_than_the_dimension_and_unsupported_families() -> None:
     with pytest.raises(sg.BudgetError, match=r"budget: Auto needs at least 6 evaluations .* Uniform \['high'\]; "
                                              r"got 4"):
         sg.Auto(4).estimate(f, sg.Uniform(torch.ones(3)), params=("high",))
+
+
+@pytest.mark.parametrize("mix", ["pure", "score function", "mixed"])
+def test_water_fill_matches_greedy_allocation(mix) -> None:
+    """Auto's pair allocation is optimal: its predicted variance equals that of handing out pairs one at a time
+    to the largest marginal gain (optimal for convex decreasing terms), with the same totals and lower bounds."""
+    from stochgrad.estimators.auto import _term, water_fill
+
+    g = torch.Generator().manual_seed(3)
+    copies, J, total = 5, 9, 23
+    A = torch.rand(copies, J, generator=g, dtype=torch.float64) * 5 + 0.05
+    if mix == "pure":
+        A = torch.full_like(A, math.inf)
+    elif mix == "mixed":
+        A[torch.rand(copies, J, generator=g) < 0.4] = math.inf
+    b = torch.rand(copies, J, generator=g, dtype=torch.float64) * 3 + 0.01
+    lower = torch.isinf(A).to(torch.float64)
+    m = water_fill(A, b, lower, total)
+    assert torch.equal(m.sum(-1), torch.full((copies,), total)) and bool((m >= lower.long()).all())
+    greedy = lower.long().clone()
+    for c in range(copies):
+        while int(greedy[c].sum()) < total:
+            gain = _term(A[c], b[c], greedy[c]) - _term(A[c], b[c], greedy[c] + 1)
+            greedy[c, int(gain.argmax())] += 1
+    assert torch.allclose(_term(A, b, m).sum(-1), _term(A, b, greedy).sum(-1), rtol=1e-12)
