@@ -69,41 +69,49 @@ def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: 
     total = torch.as_tensor(total).expand(A.shape[:-1]).to(F64).unsqueeze(-1)
     pure = torch.isinf(A)
     A_ = torch.where(pure | (A <= 0), torch.ones_like(A), A)
-    lower_l = lower.long()
     # The λ-free parts of count(), computed once: count() runs some 30 times per call. The same operations in
-    # the same order as inline, so the counts are bitwise those of the plain formula.
+    # the same order as the plain formula (in place where that changes nothing), so the counts are bitwise equal.
     all_pure, any_pure = bool(pure.all()), bool(pure.any())
     A2, A2b4, b4 = A_ * A_, 4 * A_ * A_ * b, 4 * b
-    with_sf = A > 0
-    zeros = torch.zeros_like(A)
+    no_sf = A <= 0
+    any_no_sf = bool(no_sf.any())
+    lower_f = lower.to(F64)
 
-    def count(lam: Tensor) -> Tensor:
+    def floor_count(lam: Tensor) -> Tensor:
         # With a score function: Δ(k) = A²b / ((A(k−1) + b)(Ak + b)) ≥ λ  ⇔  k ≤ (u − b)/A,
         # u = (A + √(A² + 4A²b/λ))/2. Pure MVD: h(k) = b/k, Δ(k) = b/(k(k−1)) ≥ λ  ⇔  k ≤ (1 + √(1 + 4b/λ))/2.
-        k_pure = (1 + torch.sqrt(1 + b4 / lam)) / 2 if any_pure else None
+        # Returned as float64 integers (≤ 1e12 each, so sums over components stay exact).
+        k_pure = torch.div(b4, lam).add_(1).sqrt_().add_(1).div_(2) if any_pure else None
         if all_pure:
             k = k_pure
         else:
-            k_sf = ((A_ + torch.sqrt(A2 + A2b4 / lam)) / 2 - b) / A_
-            k = torch.where(with_sf, k_sf, zeros)
+            k = torch.div(A2b4, lam).add_(A2).sqrt_().add_(A_).div_(2).sub_(b).div_(A_)
+            if any_no_sf:
+                k.masked_fill_(no_sf, 0.0)
             if any_pure:
                 k = torch.where(pure, k_pure, k)
-        return torch.maximum(k.floor().clamp_max(1e12).long(), lower_l)
+        return torch.maximum(k.floor_().clamp_max_(1e12), lower_f)
+
+    def count(lam: Tensor) -> Tensor:
+        return floor_count(lam).long()
+
+    def count_sum(lam: Tensor) -> Tensor:
+        return floor_count(lam).sum(-1, keepdim=True)
 
     # Bracket λ around the continuous optimum λ₀ = 1/t², where m_j = max(lower_j, t√b_j − b_j/A_j) sums to
     # ``total`` (piecewise linear in t: sort the kinks), then bisect in log λ; widen where the bracket misses.
     log0 = -2 * torch.log(_continuous_t(A, b, lower, total.squeeze(-1)).clamp_min(1e-150)).unsqueeze(-1)
     log_lo, log_hi = log0 - 4.0, log0 + 4.0
     for _ in range(8):
-        too_high = count(log_lo.exp()).sum(-1, keepdim=True) < total
-        too_low = count(log_hi.exp()).sum(-1, keepdim=True) > total
+        too_high = count_sum(log_lo.exp()) < total
+        too_low = count_sum(log_hi.exp()) > total
         if not bool(too_high.any() or too_low.any()):
             break
         log_lo = torch.where(too_high, log_lo - 16.0, log_lo)
         log_hi = torch.where(too_low, log_hi + 16.0, log_hi)
     for _ in range(iters):
         mid = 0.5 * (log_lo + log_hi)
-        enough = count(mid.exp()).sum(-1, keepdim=True) >= total
+        enough = count_sum(mid.exp()) >= total
         log_lo = torch.where(enough, mid, log_lo)
         log_hi = torch.where(enough, log_hi, mid)
     m = count(log_hi.exp())                                     # Σ m <= total
