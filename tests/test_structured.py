@@ -217,3 +217,12 @@ def test_small_estimate_accepts_strided_values() -> None:
     g2 = sg.MeasureValued(1).estimate(f, dist, generator=torch.Generator().manual_seed(0),
                                       evaluator=sg.evaluators.Vectorized())
     assert torch.equal(g1.grad["loc"], g2.grad["loc"]) and torch.equal(g1.values, g2.values)
+
+
+def test_estimated_mask_lists_every_parameter_when_one_is_partial() -> None:
+    dist = sg.Normal(torch.zeros(2, 5, dtype=T), 0.5)
+    est = sg.MeasureValued(1, dims={"loc": [0, 3]})
+    g = est.estimate(lambda x: (x * x).sum(-1), dist, generator=torch.Generator().manual_seed(0))
+    assert set(g.estimated) == {"loc", "scale"}
+    assert g.estimated["scale"].shape == (2, 5) and bool(g.estimated["scale"].all())
+    assert g.estimated["loc"][:, [0, 3]].all() and not g.estimated["loc"][:, [1, 2, 4]].any()

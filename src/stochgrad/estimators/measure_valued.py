@@ -161,8 +161,9 @@ class MeasureValued(Estimator):
         if evaluator is None and self.coupled:
             if is_separable(f) and not isinstance(dist, _DISCRETE_INDEX):
                 return self._estimate_separable(f, dist, generator, params)
-            if self._fits_whole(dist, resolve_params(dist, params)):
-                return self._estimate_whole(f, dist, generator, params)
+            names = resolve_params(dist, params)
+            if self._fits_whole(dist, names):
+                return self._estimate_whole(f, dist, generator, names)
             return self._estimate_streaming(f, dist, generator, params)
         return super().estimate(f, dist, generator, params, evaluator)
 
@@ -177,22 +178,21 @@ class MeasureValued(Estimator):
         block = min(STREAM_ELEMENTS, estimator_base.EVAL_CHUNK_ELEMENTS)
         return len(names) * 2 * self.samples_per_dim * dist.event_shape.numel() * per_row <= block
 
-    def _estimate_whole(self, f, dist: Family, generator, params) -> GradientEstimate:
+    def _estimate_whole(self, f, dist: Family, generator, names: tuple[str, ...]) -> GradientEstimate:
         """Every component of every parameter, with all points in one buffer and one call of f: the lean path
         for small estimates, where the cost is the number of tensor operations, not their size. Draws exactly
         as ``plan`` does; component j replaces coordinate j, i.e. the diagonal of each ``[J, D]`` block."""
-        names = resolve_params(dist, params)
         decompositions = [weak_derivative(dist, name) for name in names]
         dist = dist.detach()
         M = self.samples_per_dim
         batch = dist.batch_shape
         D = dist.event_shape.numel()
         event = (*batch, D)
-        comp = torch.arange(D).reshape(D, *([1] * len(batch))).expand(D, *batch)      # as ``components``
+        comp = self.components(dist, names[0])                                        # [D, *batch], all
         K = len(names)
         points = torch.empty((K * 2 * M * D, *event), dtype=dist.dtype)
-        cs = []
-        for block, wd in zip(points.view(K, 2, M, D, *event).unbind(0), decompositions):
+        blocks = []
+        for k, (block, wd) in enumerate(zip(points.view(K, 2, M, D, *event).unbind(0), decompositions)):
             c, plus, minus = wd.sampler(dist, comp, M, generator, True)
             base, paired = block.unbind(0)                                            # [M, D, *batch, D] each
             if self.shared_base:
@@ -202,23 +202,11 @@ class MeasureValued(Estimator):
                     dist.sample_into(per_sample, generator)
             paired.copy_(base)
             block.diagonal(dim1=2, dim2=-1).copy_(torch.stack([plus, minus]).movedim(2, -1))
-            cs.append(c)
+            blocks.append((names[k], k * 2 * M * D, comp, c, wd.sampled_side))
         values = f(points)
         if not _plainly_valid(values, points.shape[0], batch):
             values = check_values(values, points, batch)
-        values = values.detach()
-        grad, var, sampled = {}, {}, []
-        for name, wd, c, fv in zip(names, decompositions, cs, values.reshape(K, 2, M, D, *batch).unbind(0)):
-            f_plus, f_minus = fv.unbind(0)
-            h = c * (f_plus - f_minus)                                                 # [M, D, *batch]
-            grad[name] = (h[0] if M == 1 else h.mean(0)).movedim(0, -1)
-            var[name] = sample_variance(h).movedim(0, -1)
-            if wd.sampled_side is not None:
-                sampled.append((f_plus if wd.sampled_side == "plus" else f_minus).reshape(M * D, *batch))
-        value = (torch.cat(sampled, 0).mean(0) if len(sampled) > 1 else sampled[0].mean(0) if sampled
-                 else values.new_full(batch, float("nan")))
-        return GradientEstimate(grad, var, value, points.shape[0], values,
-                                info={"components": dict.fromkeys(names, comp)})
+        return MeasureValuedPlan(dist, points, M, blocks, frozenset(names))._combine(values)
 
     def _estimate_streaming(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
@@ -391,8 +379,8 @@ class MeasureValuedPlan(Plan):
         out = {}
         for name, row, comp, c, _ in self.blocks:
             J = comp.shape[0]
-            fv = values[row:row + 2 * M * J].reshape(2, M, J, *values.shape[1:])
-            out[name] = (comp, c * (fv[0] - fv[1]))
+            f_plus, f_minus = values.narrow(0, row, 2 * M * J).reshape(2, M, J, *values.shape[1:]).unbind(0)
+            out[name] = (comp, c * (f_plus - f_minus))
         return out
 
     def _combine(self, values: Tensor) -> GradientEstimate:
@@ -400,17 +388,15 @@ class MeasureValuedPlan(Plan):
         dist, M = self.dist, self.samples_per_dim
         grad, var, mask, sampled = {}, {}, {}, []
         for name, (comp, h) in self.contributions(values).items():
-            n = dist.n_components(name)
             shape = dist.param(name).shape
             if name in self.complete:
-                grad[name] = h.mean(0).movedim(0, -1).reshape(shape)
+                grad[name] = (h[0] if M == 1 else h.mean(0)).movedim(0, -1).reshape(shape)
                 var[name] = sample_variance(h).movedim(0, -1).reshape(shape)
-                mask[name] = torch.ones(shape, dtype=torch.bool)
                 continue
             # Every (sample, listed component) is one contribution; a component listed m times has m·M.
             idx = comp.expand(M, *comp.shape).reshape(-1, *comp.shape[1:]).movedim(0, -1)   # [*batch, M·J]
             hh = h.reshape(-1, *h.shape[2:]).movedim(0, -1)                                   # [*batch, M·J]
-            flat = (*dist.batch_shape, n)
+            flat = (*dist.batch_shape, dist.n_components(name))
             count = values.new_zeros(flat).scatter_add_(-1, idx, torch.ones_like(hh))
             mean = values.new_zeros(flat).scatter_add_(-1, idx, hh) / count.clamp_min(1)
             dev2 = (hh - mean.gather(-1, idx)) ** 2
@@ -423,10 +409,13 @@ class MeasureValuedPlan(Plan):
         for name, row, comp, _, side in self.blocks:
             if side is not None:
                 J = comp.shape[0]
-                fv = values[row:row + 2 * M * J].reshape(2, M * J, *values.shape[1:])
+                fv = values.narrow(0, row, 2 * M * J).reshape(2, M * J, *values.shape[1:])
                 sampled.append(fv[0 if side == "plus" else 1])
-        value = (torch.cat(sampled, 0).mean(0) if sampled
+        value = (torch.cat(sampled, 0).mean(0) if len(sampled) > 1 else sampled[0].mean(0) if sampled
                  else values.new_full(values.shape[1:], float("nan")))
-        estimated = None if all(bool(m.all()) for m in mask.values()) else mask
+        estimated = None
+        if not all(bool(m.all()) for m in mask.values()):
+            estimated = {name: mask[name] if name in mask else torch.ones(dist.param(name).shape, dtype=torch.bool)
+                         for name in grad}
         return GradientEstimate(grad, var, value, self.n_evals, values, estimated,
                                 info={"components": {name: comp for name, _, comp, _, _ in self.blocks}})
