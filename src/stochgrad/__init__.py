@@ -23,7 +23,14 @@ from stochgrad.distributions import (
     Uniform,
     register_weak_derivative,
 )
-from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError, StochgradError, UnsupportedError
+from stochgrad.errors import (
+    BudgetError,
+    EvaluationError,
+    InvalidArgumentError,
+    MissingExtraError,
+    StochgradError,
+    UnsupportedError,
+)
 from stochgrad.estimators import (
     CCMVD,
     CCSF,
@@ -45,5 +52,5 @@ __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
     "Uniform", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
     "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
-    "UnsupportedError", "BudgetError", "EvaluationError", "__version__",
+    "UnsupportedError", "BudgetError", "EvaluationError", "MissingExtraError", "__version__",
 ]

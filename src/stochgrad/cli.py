@@ -6,7 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stochgrad.errors import StochgradError
+from stochgrad import __version__
+from stochgrad.errors import MissingExtraError, StochgradError
+from stochgrad.extras import extra_providing, install_hint, require
 
 
 def _csv(text: str) -> list[str]:
@@ -79,6 +81,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _add_optimize(sub: argparse._SubParsersAction) -> None:
     from stochgrad.estimators.registry import estimator_names
     from stochgrad.lab.functions import FUNCTIONS
+    from stochgrad.optim.search import OPTIMIZERS
 
     p = sub.add_parser(
         "optimize", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,7 +105,9 @@ def _add_optimize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--x0", type=float, default=None,
                    help="initial value of every coordinate (default: a quarter of the domain half-width)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: sigma0)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="torch optimiser (default: adam)")
+    p.add_argument("--optimizer", default="adam", choices=[*OPTIMIZERS, "natural"],
+                   help="update rule: a torch optimiser (adam, sgd) or natural-gradient steps that also learn "
+                        "sigma, SNES-style (default: adam)")
     p.add_argument("--learn-scale", action="store_true", help="learn log(sigma) from the scale gradient")
     p.add_argument("--sigma-decay", type=float, default=0.995,
                    help="multiply sigma by this after every step when it is not learned (default: 0.995)")
@@ -139,55 +144,52 @@ def _run_optimize(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Subcommands that live with their application and need an optional extra; each module has
-#: ``add_parser(subparsers)`` and imports its heavy dependencies only when it runs.
-PLUGINS = {"rl": ("stochgrad.rl.cli", "rl"), "rlhf": ("stochgrad.rlhf.cli", "rlhf")}
+def _add_applications(sub: argparse._SubParsersAction) -> None:
+    """``rl`` and ``rlhf``: their parsers are always listed; each command declares the extras it needs, which
+    :func:`main` checks before running it (their heavy modules are imported only when a command runs)."""
+    from stochgrad.rl.cli import add_parser as add_rl
+    from stochgrad.rlhf.cli import add_parser as add_rlhf
 
-
-def _add_plugins(sub: argparse._SubParsersAction) -> None:
-    import importlib
-
-    for name, (module, extra) in PLUGINS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("stochgrad"):
-                continue                      # the application is not part of this version
-            missing = exc.name
-
-            def run(args: argparse.Namespace, missing: str = missing, extra: str = extra) -> int:
-                print(f"stochgrad {args.command}: needs the '{extra}' extra (missing module {missing!r}); "
-                      f"install it with: pip install 'stochgrad[{extra}]'", file=sys.stderr)
-                return 2
-
-            p = sub.add_parser(name, help=f"(needs: pip install 'stochgrad[{extra}]')")
-            p.set_defaults(run=run)
-            continue
-        mod.add_parser(sub)
+    add_rl(sub)
+    add_rlhf(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stochgrad", description="Gradients of expectations of black-box functions: estimators, the "
                                       "gradient-quality lab, and the applications built on them.")
+    parser.add_argument("--version", action="version", version=f"stochgrad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_compare(sub)
     _add_optimize(sub)
-    _add_plugins(sub)
+    _add_applications(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    name = getattr(args, "prog", f"stochgrad {args.command}")
     try:
+        for extra in getattr(args, "extras", ()):
+            require(extra, name)
         return args.run(args)
+    except MissingExtraError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except StochgradError as exc:
-        print(f"stochgrad {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = extra_providing(exc.name or "")
+        if extra is None:
+            raise
+        print(f"{name} needs the '{extra}' extra (missing module {exc.name!r}); install it with: "
+              f"{install_hint(extra)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nstochgrad {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"\n{name}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
 
 

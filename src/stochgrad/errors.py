@@ -26,3 +26,15 @@ class BudgetError(StochgradError, ValueError):
 
 class EvaluationError(StochgradError, ValueError):
     """The function under expectation returned something unusable (wrong shape, NaN, infinity, no gradient)."""
+
+
+class MissingExtraError(StochgradError, ImportError):
+    """An optional extra (``rl``, ``ray``, ``rlhf``) that a command or class needs is not installed.
+
+    Attributes:
+      extra: the extra's name, as in ``pip install 'stochgrad[extra]'``.
+    """
+
+    def __init__(self, extra: str, message: str) -> None:
+        super().__init__(message)
+        self.extra = extra

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.errors import EvaluationError
+from stochgrad.extras import require
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -263,16 +264,17 @@ class Ray:
 
     One seed gives the same numbers as on :class:`ProcessPool`: the work and its order are the same, and Ray's
     own task retries are turned off so that a dead worker is re-run (and counted in ``restarts``) here.
+
+    Raises:
+      MissingExtraError: the ``ray`` extra is not installed.
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, per_point: bool = True,
                  chunks_per_worker: int = 4, max_restarts: int = 3,
                  runtime_env: dict[str, Any] | None = None) -> None:
-        try:
-            import ray
-        except ModuleNotFoundError:
-            raise EvaluationError("Ray: needs the 'ray' extra; install it with: pip install 'stochgrad[ray]'") \
-                from None
+        require("ray", "evaluators.Ray")
+        import ray
+
         self.address, self.per_point = address, per_point
         self.chunks_per_worker, self.max_restarts, self.restarts = chunks_per_worker, max_restarts, 0
         env = dict(runtime_env or {})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from stochgrad.extras import needs_extras
+
 
 def _csv_ints(text: str) -> list[int]:
     try:
@@ -76,6 +78,7 @@ def _add_train(rsub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train)
+    needs_extras(p, "rl")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -121,6 +124,7 @@ def _add_eval(rsub: argparse._SubParsersAction) -> None:
                    help="where the replays run (default: this process)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(run=_run_eval)
+    needs_extras(p, "rl")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -168,6 +172,7 @@ def _add_variance(rsub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/rl-variance", help="output directory (default: runs/rl-variance)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_variance)
+    needs_extras(p, "rl")
 
 
 def _run_variance(args: argparse.Namespace) -> int:

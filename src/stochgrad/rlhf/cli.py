@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
+from stochgrad.extras import needs_extras
 from stochgrad.rlhf.estimators import AGGREGATIONS, BASELINES, KL_PLACEMENTS, LEVELS, PRESETS, SCALINGS
 from stochgrad.rlhf.kl import KL_ESTIMATORS
 
@@ -39,10 +39,7 @@ def _options_of(args: argparse.Namespace) -> dict:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``stochgrad rlhf`` and its subcommands (raises ModuleNotFoundError without the 'rlhf' extra)."""
-    for module in ("transformers", "vaderSentiment"):
-        if importlib.util.find_spec(module) is None:
-            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    """Add ``stochgrad rlhf`` and its subcommands; each declares the 'rlhf' extra, checked before it runs."""
     presets = "\n".join(f"  {n:<12} {PRESET_HELP[n]}" for n in PRESETS)
     p = sub.add_parser("rlhf", formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="fine-tune a causal language model against a reward with REINFORCE-family estimators",
@@ -87,6 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "be raised)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(run=_run_train)
+    needs_extras(t, "rlhf")
 
     d = rsub.add_parser("demo", formatter_class=argparse.RawDescriptionHelpFormatter,
                         help="offline demo: pretrain a tiny GPT-2, fine-tune it to positive sentiment with 2-3 "
@@ -107,6 +105,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="runs/rlhf-demo", help="run directory (default: runs/rlhf-demo)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(run=_run_demo)
+    needs_extras(d, "rlhf")
 
     v = rsub.add_parser("variance", formatter_class=argparse.RawDescriptionHelpFormatter,
                         help="gradient variance and cosine to the mean of several estimators at a fixed policy",
@@ -133,6 +132,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--local-files-only", action="store_true")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(run=_run_variance)
+    needs_extras(v, "rlhf")
 
     pt = rsub.add_parser("pretrain", help="build the demo's tiny GPT-2 (corpus, tokenizer, pretraining) into a "
                                           "directory")
@@ -143,6 +143,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pt.add_argument("--threads", type=int, default=1)
     pt.add_argument("--no-progress", action="store_true")
     pt.set_defaults(run=_run_pretrain)
+    needs_extras(pt, "rlhf")
 
 
 def _run_train(args: argparse.Namespace) -> int:
