@@ -67,3 +67,19 @@ def test_bad_input(tmp_path, capsys, args, message) -> None:
 def test_resume_without_a_run(tmp_path, capsys) -> None:
     assert main(["optimize", "--resume", "--no-progress", "--out", str(tmp_path / "none")]) == 2
     assert "holds no run to resume" in capsys.readouterr().err
+
+
+def test_a_budget_below_one_step_is_a_named_error_and_writes_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["optimize", "--budget", "5", "--no-progress", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("stochgrad optimize: error: budget: one step of auto with popsize 20 needs "
+                                       "20 evaluations of f; got a budget of 5\n")
+    assert not (out / "config.json").exists()
+
+
+def test_optimize_offers_the_natural_update_rule(tmp_path) -> None:
+    out = tmp_path / "run"
+    assert main(["optimize", "--function", "sphere", "--dim", "4", "--estimator", "sf-antithetic", "--optimizer",
+                 "natural", "--fitness-shaping", "centered-ranks", "--budget", "400", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["optimizer"] == "natural"

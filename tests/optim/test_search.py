@@ -160,3 +160,32 @@ def test_a_process_pool_gives_the_same_run_as_vectorized_evaluation() -> None:
 def test_bad_optimizer_arguments(kwargs, error, match) -> None:
     with pytest.raises(error, match=match):
         SearchGradient(**kwargs)
+
+
+@pytest.mark.parametrize("rule", ["adam", "sgd", "natural"])
+def test_minimize_takes_the_update_rule_it_documents(rule: str) -> None:
+    res = minimize(FUNCTIONS["sphere"], torch.ones(4, dtype=T), 0.3, budget=400, estimator="sf-antithetic",
+                   optimizer=rule, fitness_shaping="centered-ranks", seed=0)
+    assert res.n_evals == 400 and res.fun < FUNCTIONS["sphere"](torch.ones(1, 4, dtype=T)).item()
+
+
+def test_minimize_continues_a_search_gradient() -> None:
+    f = FUNCTIONS["sphere"]
+    straight = minimize(f, torch.ones(4, dtype=T), 0.3, budget=160, estimator="mvd", seed=0)
+    opt = SearchGradient(torch.ones(4, dtype=T), 0.3, estimator="mvd", seed=0)
+    minimize(f, None, None, budget=80, continue_from=opt)
+    cont = minimize(f, None, None, budget=160, continue_from=opt)
+    assert cont.n_evals == 160 and torch.equal(cont.loc, straight.loc)
+
+
+def test_a_budget_below_one_step_is_refused_before_any_work() -> None:
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return (x ** 2).sum(-1)
+
+    with pytest.raises(sg.BudgetError, match=r"budget: one step of mvd with popsize 8 needs 8 evaluations of f; "
+                                             r"got a budget of 5"):
+        minimize(f, torch.ones(4, dtype=T), 0.3, budget=5, estimator="mvd")
+    assert calls == []

@@ -83,3 +83,11 @@ def test_nan_through_the_cli_names_the_environment_and_step(tmp_path, capsys) ->
                  "--no-progress"]) == 2
     assert "returned a non-finite reward" in capsys.readouterr().err
     assert (tmp_path / "r" / "seed_0" / "checkpoint.pt").read_bytes() == before
+
+
+def test_train_refuses_a_budget_below_one_iteration(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["rl", "train", *FAST, "--episodes", "5", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("stochgrad rl train: error: episodes: one iteration of ccmvd on "
+                                       "InvertedPendulum-v5 takes 8 episodes (episodes_per_iter); got a budget of 5\n")
+    assert not (out / "config.json").exists()

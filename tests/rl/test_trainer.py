@@ -151,3 +151,14 @@ def test_run_directory_errors(tmp_path) -> None:
     assert cfg["config"]["estimator"] == "sf-antithetic" and cfg["resolved"]["n_params"] == 4
     with pytest.raises(sg.InvalidArgumentError, match="not a run directory"):
         run_eval(tmp_path / "none")
+
+
+def test_an_episode_budget_below_one_iteration_is_refused() -> None:
+    with pytest.raises(sg.BudgetError, match=r"episodes: one iteration of sf-antithetic on InvertedPendulum-v5 "
+                                             r"takes 8 episodes \(episodes_per_iter\); got a budget of 5"):
+        Trainer(_fast(episodes=5), 0, Serial())
+
+
+def test_a_run_never_uses_more_episodes_than_its_budget(tmp_path) -> None:
+    res, _ = run_train(_fast(episodes=20), tmp_path / "r", progress=False)
+    assert res[0].rows[-1]["episodes"] == 16                     # two iterations of 8; a third would make 24

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stochgrad.errors import InvalidArgumentError
+from stochgrad.errors import BudgetError, InvalidArgumentError
 from stochgrad.estimators.base import Estimator, Evaluator
 from stochgrad.optim.search import SearchGradient
 
@@ -40,11 +40,20 @@ class MinimizeResult:
     history: list[dict] = field(default_factory=list)
 
 
+def check_first_step(opt: SearchGradient, budget: int) -> None:
+    """Raise :class:`BudgetError` when ``opt`` has taken no step yet and its first one needs more than ``budget``
+    evaluations (a run that could do nothing is refused before any work)."""
+    need = opt.next_evals()
+    if opt.n_steps == 0 and need > budget:
+        raise BudgetError(f"budget: one step of {opt.estimator_name} with popsize {opt.popsize} needs {need} "
+                          f"evaluations of f; got a budget of {budget}")
+
+
 def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, budget: int,
              estimator: Estimator | str = "auto", target: float | None = None, time_limit: float | None = None,
              evaluator: Evaluator | None = None, progress: bool = False,
              callback: Callable[[SearchGradient, dict], bool | None] | None = None,
-             optimizer: SearchGradient | None = None, **options) -> MinimizeResult:
+             continue_from: SearchGradient | None = None, **options) -> MinimizeResult:
     """Minimise a black-box ``f`` with search gradients.
 
     Args:
@@ -59,9 +68,13 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
       evaluator: how to evaluate f (vectorised by default).
       progress: show a progress bar over evaluations.
       callback: called after every step with (optimizer, history row); returning True stops.
-      optimizer: continue this :class:`SearchGradient` (e.g. restored from a checkpoint) instead of a new one.
-      **options: passed to :class:`SearchGradient` (popsize, optimizer, lr, learn_scale, sigma_decay,
-        fitness_shaping, seed, ...).
+      continue_from: continue this :class:`SearchGradient` (e.g. restored from a checkpoint) instead of a new
+        one; ``x0``, ``sigma0``, ``estimator`` and ``options`` are then ignored.
+      **options: passed to :class:`SearchGradient`: popsize, optimizer (the update rule: "adam", "sgd",
+        "natural" or a callable), lr, learn_scale, sigma_decay, fitness_shaping, seed, ...
+
+    Raises:
+      BudgetError: a new run's ``budget`` is smaller than one step (the message says the step's evaluations).
 
     Example::
 
@@ -72,7 +85,8 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
         raise InvalidArgumentError(f"budget: need a positive number of evaluations; got {budget!r}")
     if time_limit is not None and not time_limit > 0:
         raise InvalidArgumentError(f"time_limit: must be > 0 seconds; got {time_limit}")
-    opt = optimizer if optimizer is not None else SearchGradient(x0, sigma0, estimator=estimator, **options)
+    opt = continue_from if continue_from is not None else SearchGradient(x0, sigma0, estimator=estimator, **options)
+    check_first_step(opt, budget)
     history: list[dict] = []
     start = time.perf_counter()
     stop = "budget"

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from stochgrad.errors import InvalidArgumentError  # noqa: E402
 from stochgrad.estimators.registry import get_spec  # noqa: E402
 from stochgrad.lab.functions import get_function  # noqa: E402
-from stochgrad.optim.minimize import MinimizeResult, minimize  # noqa: E402
+from stochgrad.optim.minimize import MinimizeResult, check_first_step, minimize  # noqa: E402
 from stochgrad.optim.search import SearchGradient  # noqa: E402
 from stochgrad.rundir import (  # noqa: E402
     append_jsonl,
@@ -118,8 +118,10 @@ def run_optimize(config: OptimizeConfig, out: str | Path, resume: bool = False, 
             raise InvalidArgumentError(f"out: {str(run_dir)!r} already holds a run; pass --resume to continue "
                                        "it or choose another --out")
     config.validate()
-    atomic_write_json(cfg_path, asdict(config))
     opt = config.make_optimizer()
+    if not resume:
+        check_first_step(opt, config.budget)
+    atomic_write_json(cfg_path, asdict(config))
     if resume and ckpt_path.exists():
         opt.load_state_dict(load_checkpoint(ckpt_path))
         truncate_jsonl(hist_path, opt.n_steps)
@@ -136,7 +138,7 @@ def run_optimize(config: OptimizeConfig, out: str | Path, resume: bool = False, 
 
     fn = get_function(config.function)
     result = minimize(fn, None, None, budget=config.budget, target=config.target, time_limit=config.time_limit,
-                      progress=progress, callback=on_step, optimizer=opt)
+                      progress=progress, callback=on_step, continue_from=opt)
     save_checkpoint(ckpt_path, opt.state_dict())
     result.history = history
     title = f"{config.function} D={config.dim}, {config.estimator}, seed {config.seed}"

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.distributions.normal import Normal
-from stochgrad.errors import InvalidArgumentError
+from stochgrad.errors import BudgetError, InvalidArgumentError
 from stochgrad.estimators.registry import estimator_names, get_spec, minimum_budget
 from stochgrad.optim.search import OPTIMIZERS, SearchGradient
 from stochgrad.optim.shaping import centered_ranks
@@ -55,7 +55,8 @@ class TrainConfig:
       env: Gymnasium id (MuJoCo v5 tasks, classic control, or ``module:Id``).
       estimator: "ars" (ARS V2-t's top-b directions) or a registered estimator ("sf-antithetic", "mvd",
         "ccmvd", "auto", …).
-      episodes: budget of training episodes per seed (evaluation episodes are not counted).
+      episodes: budget of training episodes per seed (evaluation episodes are not counted); never exceeded, so a
+        budget that is not a multiple of ``episodes_per_iter`` leaves the remainder unused.
       steps: budget of training environment steps per seed (either or both; the first reached stops).
       seeds: how many seeds (``seed``, ``seed+1``, …) to run one after another.
       seed: the first seed.
@@ -160,6 +161,10 @@ class TrainConfig:
                     f"episodes_per_iter: {self.estimator} needs at least {need} episodes per estimate for "
                     f"{spec.n_params} policy parameters ({self.env}); got {B}")
             top = None
+        if self.episodes is not None and self.episodes < B:
+            raise BudgetError(
+                f"episodes: one iteration of {self.estimator} on {self.env} takes {B} episodes "
+                f"(episodes_per_iter); got a budget of {self.episodes}")
         return {"sigma": float(sigma), "lr": float(lr), "shift": float(shift), "episodes_per_iter": int(B),
                 "top": top, "horizon": spec.max_episode_steps, "n_params": spec.n_params,
                 "obs_dim": spec.obs_dim, "act_dim": spec.act_dim}
@@ -240,9 +245,11 @@ class Trainer:
         return float(rets.mean()), float(rets.std())
 
     def done(self) -> bool:
-        """Whether the budget of episodes or steps is spent."""
+        """Whether the budget is spent: the next iteration's episodes would exceed the episode budget (so a run
+        never uses more episodes than asked), or the environment steps reached the step budget (an iteration's
+        steps are known only after it, so the last one may pass it)."""
         c = self.config
-        return (c.episodes is not None and self.episodes >= c.episodes) or \
+        return (c.episodes is not None and self.episodes + self.settings["episodes_per_iter"] > c.episodes) or \
             (c.steps is not None and self.steps >= c.steps)
 
     def step(self) -> dict[str, Any]:
