@@ -22,7 +22,7 @@ $(VENV)/.test: $(BIN)/python pyproject.toml constraints.txt
 
 ## demo: the main job, a gradient-quality comparison on built-in defaults (about a minute)
 demo: $(VENV)/.core
-	$(BIN)/stochgrad compare --out runs/demo
+	$(BIN)/stochgrad compare --out runs/demo $$(test -f runs/demo/config.json && echo --resume)
 
 ## test: the test suite (slow tests are skipped; `make test-slow` runs them)
 test: $(VENV)/.test

@@ -61,7 +61,7 @@ def thresholds(args: argparse.Namespace) -> None:
                 for method in args.methods:
                     out = RUNS / env / method / f"seed_{seed}"
                     cfg = _config(env, method, seed, args.evaluator)
-                    from stochgrad.rundir import read_jsonl
+                    from stochgrad.runs.files import read_jsonl
 
                     done = read_jsonl(out / f"seed_{seed}" / "metrics.jsonl")
                     if done and done[-1]["episodes"] >= CAPS[env]:
@@ -77,7 +77,7 @@ def thresholds(args: argparse.Namespace) -> None:
 
 
 def _load_rows(env: str, method: str) -> list[list[dict]]:
-    from stochgrad.rundir import read_jsonl
+    from stochgrad.runs.files import read_jsonl
 
     out = []
     for d in sorted((RUNS / env / method).glob("seed_*")):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from stochgrad.cli import main
-from stochgrad.rundir import read_jsonl
+from stochgrad.runs.files import load_checkpoint, read_jsonl, save_checkpoint
 
 SMALL = ["--function", "sphere,rosenbrock", "--dim", "2,5", "--estimators", "sf-loo,mvd,pathwise",
          "--budgets", "2D,4D", "--repeats", "20", "--no-progress"]
@@ -20,9 +20,12 @@ def test_compare_writes_a_complete_run_directory(tmp_path, capsys) -> None:
     assert main(["compare", *SMALL, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "relative MSE" in printed and "sf-loo" in printed and str(out) in printed
-    config = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["command"] == "compare"
+    config = saved["config"]
     assert config["estimators"] == ["sf-loo", "mvd", "pathwise"] and config["repeats"] == 20
-    records = read_jsonl(out / "records.jsonl")
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 25))
     assert len(records) == 2 * 2 * 2 * 3
     assert {r["n_evals"] for r in records if r["dim"] == 5} == {10, 20}
     header = (out / "records.csv").read_text().splitlines()[0]
@@ -40,12 +43,17 @@ def test_compare_resumes_without_redoing_finished_measurements(tmp_path) -> None
     args = ["compare", "--function", "sphere", "--dim", "3", "--estimators", "sf-loo,mvd", "--budgets", "6,12",
             "--repeats", "10", "--no-progress", "--out", str(out)]
     assert main(args) == 0
-    lines = (out / "records.jsonl").read_text().splitlines()
-    (out / "records.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])   # killed mid-write
-    assert main(args) == 0
-    again = read_jsonl(out / "records.jsonl")
-    assert len(again) == 4
-    assert again[:2] == [json.loads(x) for x in lines[:2]]
+    full = read_jsonl(out / "metrics.jsonl")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])   # killed mid-write
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    save_checkpoint(out / "checkpoint.pt", {"step": 2, "experiment": {"next": 2}})      # ... after step 2
+    assert ckpt["step"] == 4
+    assert main(args) == 2                                       # a run is there: --resume says what to do
+    assert main([*args, "--resume"]) == 0
+    untimed = lambda rows: [{k: v for k, v in r.items() if k != "seconds_per_estimate"} for r in rows]  # noqa: E731
+    again = read_jsonl(out / "metrics.jsonl")
+    assert again[:2] == full[:2] and untimed(again) == untimed(full)
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path, capsys) -> None:
@@ -53,8 +61,14 @@ def test_resuming_with_other_settings_is_refused(tmp_path, capsys) -> None:
     base = ["compare", "--function", "sphere", "--dim", "3", "--estimators", "mvd", "--budgets", "6",
             "--no-progress", "--out", str(out)]
     assert main([*base, "--repeats", "10"]) == 0
-    assert main([*base, "--repeats", "11"]) == 2
-    assert "different settings" in capsys.readouterr().err
+    before = (out / "summary.md").read_text()
+    assert main([*base, "--repeats", "11", "--resume"]) == 2
+    assert ("the run in '" + str(out) + "' was made with other settings (repeats: saved 10, given 11). Only "
+            "nothing may change on --resume") in capsys.readouterr().err
+    assert main(["compare", "--function", "ackley", "--dim", "3", "--estimators", "mvd", "--budgets", "6",
+                 "--no-progress", "--out", str(out), "--resume"]) == 2
+    assert "functions: saved ['sphere'], given ['ackley']" in capsys.readouterr().err
+    assert (out / "summary.md").read_text() == before
 
 
 @pytest.mark.parametrize("args, message", [

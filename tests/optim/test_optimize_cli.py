@@ -9,7 +9,7 @@ import torch
 
 from stochgrad.cli import main
 from stochgrad.optim.run import OptimizeConfig, run_optimize
-from stochgrad.rundir import load_checkpoint, read_jsonl
+from stochgrad.runs.files import load_checkpoint, read_jsonl
 
 
 def test_optimize_writes_a_run_directory(tmp_path, capsys) -> None:
@@ -17,13 +17,16 @@ def test_optimize_writes_a_run_directory(tmp_path, capsys) -> None:
     assert main(["optimize", "--function", "rosenbrock", "--dim", "4", "--estimator", "mvd", "--budget", "800",
                  "--no-progress", "--out", str(out)]) == 0
     assert "best f" in capsys.readouterr().out
-    cfg = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["command"] == "optimize" and saved["format"] == 1
+    cfg = saved["config"]
     assert cfg["function"] == "rosenbrock" and cfg["budget"] == 800
-    hist = read_jsonl(out / "history.jsonl")
+    hist = read_jsonl(out / "metrics.jsonl")
     assert len(hist) == 100 and hist[-1]["n_evals"] == 800
     assert (out / "plots" / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     assert "stopped by: budget" in (out / "summary.md").read_text()
-    assert load_checkpoint(out / "checkpoint.pt")["n_steps"] == 100
+    assert load_checkpoint(out / "checkpoint.pt")["experiment"]["n_steps"] == 100
+    assert [r["step"] for r in hist] == list(range(1, 101))
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path) -> None:
@@ -36,11 +39,11 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         run_optimize(OptimizeConfig(**cfg), tmp_path / "cut", progress=False, callback=crash)
-    assert len(read_jsonl(tmp_path / "cut" / "history.jsonl")) == 45        # 3 steps past the checkpoint at 42
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 45        # 3 steps past the checkpoint at 42
     resumed, _ = run_optimize(OptimizeConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
     assert torch.equal(resumed.loc, full.loc) and resumed.fun == full.fun and resumed.n_evals == full.n_evals
-    a = read_jsonl(tmp_path / "full" / "history.jsonl")
-    b = read_jsonl(tmp_path / "cut" / "history.jsonl")
+    a = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "cut" / "metrics.jsonl")
     assert [r["best_f"] for r in a] == [r["best_f"] for r in b]
 
 
@@ -51,17 +54,22 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys) -> None:
     assert main(args) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert main([*args, "--resume", "--budget", "200"]) == 0
-    assert read_jsonl(tmp_path / "run" / "history.jsonl")[-1]["n_evals"] > 100
+    assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["n_evals"] > 100
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--function", "sphre"], "unknown name 'sphre'"),
-    (["--estimator", "es"], "unknown name 'es'"),
+    (["--function", "sphre"], "argument --function: invalid choice: 'sphre'"),
+    (["--estimator", "es"], "argument --estimator: invalid choice: 'es'"),
     (["--dim", "10", "--estimator", "mvd", "--popsize", "12"], "mvd needs at least 20 evaluations"),
 ])
 def test_bad_input(tmp_path, capsys, args, message) -> None:
-    assert main(["optimize", "--no-progress", "--out", str(tmp_path / "r"), *args]) == 2
+    try:
+        code = main(["optimize", "--no-progress", "--out", str(tmp_path / "r"), *args])
+    except SystemExit as exc:           # refused by the parser, from the choices declared in OptimizeConfig
+        code = exc.code
+    assert code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "config.json").exists()
 
 
 def test_resume_without_a_run(tmp_path, capsys) -> None:
@@ -82,4 +90,4 @@ def test_optimize_offers_the_natural_update_rule(tmp_path) -> None:
     assert main(["optimize", "--function", "sphere", "--dim", "4", "--estimator", "sf-antithetic", "--optimizer",
                  "natural", "--fitness-shaping", "centered-ranks", "--budget", "400", "--no-progress",
                  "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text())["optimizer"] == "natural"
+    assert json.loads((out / "config.json").read_text())["config"]["optimizer"] == "natural"

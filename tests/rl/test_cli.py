@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stochgrad.cli import main
-from stochgrad.rundir import load_checkpoint, read_jsonl
+from stochgrad.runs.files import load_checkpoint, read_jsonl
 
 FAST = ["--env", "InvertedPendulum-v5", "--sigma", "0.3", "--lr", "0.3", "--max-episode-steps", "100",
         "--episodes-per-iter", "8", "--evaluator", "serial", "--no-progress"]

@@ -14,7 +14,7 @@ from stochgrad.rl.envs import RLEnvironmentError
 from stochgrad.rl.rollout import TRAIN, episode_seed
 from stochgrad.rl.run import run_eval, run_train
 from stochgrad.rl.trainer import TrainConfig, Trainer
-from stochgrad.rundir import load_checkpoint, read_jsonl
+from stochgrad.runs.files import load_checkpoint, read_jsonl
 
 FAULTY = "rl_test_envs:FaultyPendulum-v0"
 

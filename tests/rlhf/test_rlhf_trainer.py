@@ -14,7 +14,7 @@ from stochgrad.rlhf.evaluate import evaluate
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import VaderReward
 from stochgrad.rlhf.trainer import TrainConfig, run_train
-from stochgrad.rundir import load_checkpoint, read_jsonl
+from stochgrad.runs.files import load_checkpoint, read_jsonl
 
 VOLATILE = ("seconds", "cpu_seconds", "seconds_sample", "seconds_reward")
 

@@ -1,20 +1,21 @@
-"""``stochgrad compare``: measure estimators side by side and write a run directory.
+"""``stochgrad compare``: measure estimators side by side through the one run abstraction.
 
-The run directory holds ``config.json``, ``records.jsonl`` / ``records.csv`` (one record per function × dim ×
-budget × estimator), ``plots/`` (arrows in 2-D, relative MSE and cosine against evaluations) and
-``summary.md`` (the table printed in the terminal). Re-running with the same ``--out`` resumes.
+The run directory holds ``config.json``, ``metrics.jsonl`` (one record per function × dim × budget × estimator,
+numbered by ``step``), ``records.csv`` (the same records as a table), ``plots/`` (arrows in 2-D, relative MSE and
+cosine against evaluations) and ``summary.md`` (the table printed in the terminal). ``resume`` continues an
+interrupted sweep.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.errors import BudgetError
 from stochgrad.lab import plots
 from stochgrad.lab.functions import get_function
-from stochgrad.lab.sweep import SweepConfig, config_dict, parse_budget, run_sweep
-from stochgrad.rundir import atomic_write_json, atomic_write_text, prepare_run_dir, read_jsonl
+from stochgrad.lab.sweep import SweepConfig, measure_item, parse_budget, write_csv
+from stochgrad.runs import Command, run
+from stochgrad.runs.files import atomic_write_text
 
 
 def format_table(records: list[dict], metric: str = "rel_mse", markdown: bool = False) -> str:
@@ -47,33 +48,48 @@ def format_table(records: list[dict], metric: str = "rel_mse", markdown: bool = 
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in lines])
 
 
-def run_compare(config: SweepConfig, out: str | Path | None, progress: bool = True,
-                arrows: bool = True) -> tuple[list[dict], Path | None]:
-    """Validate everything, prepare the run directory, sweep, plot and summarise.
+class CompareExperiment:
+    """A sweep as an :class:`~stochgrad.runs.Experiment`: one step measures one (function, dim, budget,
+    estimator); the rows of ``metrics.jsonl`` are the records."""
 
-    Returns the records and the run directory (None when ``out`` is None: nothing is written).
-    """
-    config.validate()
-    run_dir = prepare_run_dir(out) if out is not None else None
-    if run_dir is not None:
-        cfg_path = run_dir / "config.json"
-        if cfg_path.exists() and read_jsonl(run_dir / "records.jsonl"):
-            old = json.loads(cfg_path.read_text())
-            keep = {k: old.get(k) for k in ("repeats", "scale", "params", "seed")}
-            now = {k: config_dict(config)[k] for k in keep}
-            if keep != now:
-                raise InvalidArgumentError(
-                    f"out: {str(run_dir)!r} holds a run with different settings {keep}; resuming it with {now} "
-                    "would mix incomparable records. Choose another --out")
-        atomic_write_json(cfg_path, config_dict(config))
-    records = run_sweep(config, run_dir, progress=progress)
-    if run_dir is not None:
+    unit = "measurement"
+
+    def __init__(self, config: SweepConfig, run_dir: Path | None = None, arrows: bool = True) -> None:
+        self.config, self.arrows = config, arrows
+        self.items = config.items()
+        self.next = 0
+        self.problems: dict = {}
+
+    def stop_reason(self) -> str | None:
+        return "done" if self.next >= len(self.items) else None
+
+    def step(self) -> dict:
+        record = measure_item(self.config, self.items[self.next], self.problems)
+        self.next += 1
+        return record
+
+    def progress(self) -> tuple[int, int]:
+        return self.next, len(self.items)
+
+    def postfix(self, row: dict) -> dict:
+        return {"last": f"{row['function']} D={row['dim']} {row['estimator']} @ {row['budget']}"}
+
+    def state_dict(self) -> dict:
+        return {"next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next = int(state["next"])
+
+    def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
+        """``records.csv``, the plots and ``summary.md``."""
+        config, records = self.config, [{k: v for k, v in r.items() if k != "step"} for r in rows]
+        write_csv(records, run_dir / "records.csv")
         plot_dir = run_dir / "plots"
         made = []
         for fn in config.functions:
             made.append(plots.rel_mse_vs_evals(records, fn, plot_dir / f"rel_mse_{fn}.png"))
             made.append(plots.cosine_vs_evals(records, fn, plot_dir / f"cosine_{fn}.png"))
-            if arrows:
+            if self.arrows:
                 budget = parse_budget(config.budgets[0], 2)
                 try:
                     made.append(plots.arrows_2d(get_function(fn), config.estimators, budget,
@@ -92,4 +108,14 @@ def run_compare(config: SweepConfig, out: str | Path | None, progress: bool = Tr
             "Plots: " + ", ".join(f"`plots/{p.name}`" for p in made), "",
         ]
         atomic_write_text(run_dir / "summary.md", "\n".join(summary))
-    return records, run_dir
+
+
+COMPARE = Command("compare", SweepConfig, CompareExperiment)
+
+
+def run_compare(config: SweepConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                ) -> tuple[list[dict], Path]:
+    """Measure every item of ``config`` into the run directory ``out`` (``resume`` continues an interrupted
+    sweep: finished measurements are kept); returns the records and the run directory."""
+    res = run(COMPARE, config, out, resume=resume, progress=progress)
+    return [{k: v for k, v in r.items() if k != "step"} for r in res.rows], res.run_dir

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from stochgrad.estimators.registry import make_estimator  # noqa: E402
 from stochgrad.lab.functions import BenchmarkFunction  # noqa: E402
 from stochgrad.lab.metrics import Problem, repeated_estimates  # noqa: E402
-from stochgrad.rundir import save_figure  # noqa: E402
+from stochgrad.runs.files import save_figure  # noqa: E402
 
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray"]

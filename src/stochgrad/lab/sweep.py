@@ -1,8 +1,8 @@
 """Sweeps over functions, dimensions, budgets and estimators at equal evaluations, as tidy records.
 
-Each measurement is one JSON line in ``records.jsonl``, appended as soon as it is done, so an interrupted
-sweep resumes where it stopped (finished keys are skipped); ``records.csv`` is rewritten from all records at
-the end.
+Every measurement derives its own seed from the base seed and its key, so a record does not depend on which
+other measurements ran or in what order; ``stochgrad compare`` (:mod:`stochgrad.lab.compare`) runs them as
+the steps of a run.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import io
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -21,7 +21,8 @@ from stochgrad.errors import BudgetError, InvalidArgumentError
 from stochgrad.estimators.registry import get_spec, minimum_budget
 from stochgrad.lab.functions import get_function
 from stochgrad.lab.metrics import Problem, measure
-from stochgrad.rundir import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
+from stochgrad.runs.config import option
+from stochgrad.runs.files import atomic_write_text
 
 _BUDGET = re.compile(r"^\s*(\d+)\s*(D?)\s*$")
 
@@ -42,14 +43,19 @@ def parse_budget(spec: str | int, dim: int) -> int:
 class SweepConfig:
     """What to measure; every combination of functions × dims × budgets × estimators is one record."""
 
-    functions: list[str] = field(default_factory=lambda: ["rosenbrock"])
-    dims: list[int] = field(default_factory=lambda: [2, 10, 100])
-    estimators: list[str] = field(default_factory=lambda: ["sf-loo", "sf-antithetic", "mvd", "auto", "pathwise"])
-    budgets: list[str] = field(default_factory=lambda: ["2D", "4D", "8D", "16D"])
-    repeats: int = 200
-    scale: float = 0.1
-    params: tuple[str, ...] = ("loc",)
-    seed: int = 0
+    functions: list[str] = option(["rosenbrock"], "test function(s), comma-separated",
+                                  flags=("--function", "--functions"))
+    dims: list[int] = option([2, 10, 100], "dimension(s) D, comma-separated; one plot panel per dim",
+                             flags=("--dim", "--dims"))
+    estimators: list[str] = option(["sf-loo", "sf-antithetic", "mvd", "auto", "pathwise"],
+                                   "estimators by name, comma-separated")
+    budgets: list[str] = option(["2D", "4D", "8D", "16D"],
+                                "evaluations of f per estimate, comma-separated: a number (80) or a multiple of the "
+                                "dimension (4D = 4 x dim); every estimator gets the same budget")
+    repeats: int = option(200, "independent estimates per measurement")
+    scale: float = option(0.1, "σ of the Normal search distribution")
+    params: tuple[str, ...] = option(("loc",), "parameters whose gradient is estimated: loc, scale or loc,scale")
+    seed: int = option(0, "base seed; each measurement derives its own")
 
     def validate(self) -> None:
         """Fail before any work: unknown names, bad numbers, budgets below an estimator's minimum."""
@@ -105,38 +111,21 @@ def write_csv(records: Iterable[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def run_sweep(config: SweepConfig, out_dir: Path | None = None, progress: bool = True) -> list[dict]:
-    """Measure every item of ``config``; with ``out_dir``, append records to ``records.jsonl`` and resume.
-
-    Returns all records (loaded and new) in the order of ``config.items()``.
-    """
+def run_sweep(config: SweepConfig, progress: bool = True) -> list[dict]:
+    """Measure every item of ``config`` in this process, writing nothing (``stochgrad compare`` runs the same
+    measurements through a run directory that resumes). Returns the records in the order of ``config.items()``."""
     config.validate()
-    jsonl = out_dir / "records.jsonl" if out_dir is not None else None
-    previous = read_jsonl(jsonl) if jsonl else []
-    if previous:
-        truncate_jsonl(jsonl, len(previous))   # drop a line torn by an interruption before appending
-    done = {item_key(r["function"], r["dim"], r["budget"], r["estimator"]): r for r in previous}
-    items = config.items()
     problems: dict[tuple[str, int], Problem] = {}
-    bar = tqdm(items, desc="compare", unit="measurement", disable=not progress, dynamic_ncols=True)
-    for fn, dim, budget, est in bar:
-        key = item_key(fn, dim, budget, est)
-        if key in done:
-            continue
-        bar.set_postfix_str(f"{fn} D={dim} {est} @ {budget}", refresh=False)
-        if (fn, dim) not in problems:
-            problems[(fn, dim)] = Problem.default(get_function(fn), dim, config.scale, config.params)
-        record = measure(est, problems[(fn, dim)], budget, config.repeats, seed=item_seed(config.seed, key))
-        done[key] = record
-        if jsonl is not None:
-            append_jsonl(jsonl, record)
-    records = [done[item_key(*it)] for it in items]
-    if out_dir is not None:
-        write_csv(records, out_dir / "records.csv")
-    return records
+    out = []
+    for item in tqdm(config.items(), desc="sweep", unit="measurement", disable=not progress, dynamic_ncols=True):
+        out.append(measure_item(config, item, problems))
+    return out
 
 
-def config_dict(config: SweepConfig) -> dict:
-    d = asdict(config)
-    d["params"] = list(config.params)
-    return d
+def measure_item(config: SweepConfig, item: tuple[str, int, int, str],
+                 problems: dict[tuple[str, int], Problem]) -> dict:
+    """The record of one (function, dim, budget, estimator) of ``config``; ``problems`` caches the problems."""
+    fn, dim, budget, est = item
+    if (fn, dim) not in problems:
+        problems[(fn, dim)] = Problem.default(get_function(fn), dim, config.scale, config.params)
+    return measure(est, problems[(fn, dim)], budget, config.repeats, seed=item_seed(config.seed, item_key(*item)))

@@ -27,8 +27,8 @@ class MinimizeResult:
       n_steps: gradient steps taken.
       loc: the final mean of the search distribution.
       stop: why it stopped: "budget", "target", "time" or "callback".
-      history: one dict per step: step, n_evals, best_f, mean_f (mean of f over the step's points), sigma (mean
-        scale), seconds.
+      history: one dict per step: step, n_evals, evals (of this step), best_f, mean_f (mean of f over the step's
+        points), sigma (mean scale), seconds.
     """
 
     x: Tensor
@@ -89,28 +89,14 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
     check_first_step(opt, budget)
     history: list[dict] = []
     start = time.perf_counter()
-    stop = "budget"
+    deadline = None if time_limit is None else start + time_limit
     bar = tqdm(total=budget, initial=min(opt.n_evals, budget), unit="eval", disable=not progress,
                dynamic_ncols=True, desc="optimize")
     try:
-        while True:
-            if target is not None and opt.best_f <= target:
-                stop = "target"
-                break
-            if time_limit is not None and time.perf_counter() - start >= time_limit:
-                stop = "time"
-                break
-            if opt.n_evals + opt.next_evals() > budget:
-                stop = "budget"
-                break
-            points = opt.ask()
-            values = f(points) if evaluator is None else evaluator(f, points)
-            opt.tell(values)
-            row = {"step": opt.n_steps, "n_evals": opt.n_evals, "best_f": opt.best_f,
-                   "mean_f": float(torch.as_tensor(values, dtype=torch.float64).mean()),
-                   "sigma": float(opt.scale.mean()), "seconds": time.perf_counter() - start}
+        while (stop := stop_reason(opt, budget, target, deadline)) is None:
+            row = take_step(opt, f, evaluator, start)
             history.append(row)
-            bar.update(points.shape[0])
+            bar.update(row["evals"])
             bar.set_postfix(best=f"{opt.best_f:.4g}", sigma=f"{row['sigma']:.2g}", refresh=False)
             if callback is not None and callback(opt, row):
                 stop = "callback"
@@ -119,3 +105,28 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
         bar.close()
     return MinimizeResult(opt.best_x.clone(), opt.best_f if math.isfinite(opt.best_f) else math.nan, opt.n_evals,
                           opt.n_steps, opt.loc.detach().clone(), stop, history)
+
+
+def stop_reason(opt: SearchGradient, budget: int, target: float | None = None,
+                deadline: float | None = None) -> str | None:
+    """Why the search stops now ("target", "time", "budget"), or None: the target value was seen, the
+    ``time.perf_counter()`` deadline passed, or the next step would exceed ``budget`` evaluations."""
+    if target is not None and opt.best_f <= target:
+        return "target"
+    if deadline is not None and time.perf_counter() >= deadline:
+        return "time"
+    if opt.n_evals + opt.next_evals() > budget:
+        return "budget"
+    return None
+
+
+def take_step(opt: SearchGradient, f: Callable[[Tensor], Tensor], evaluator: Evaluator | None,
+              start: float) -> dict:
+    """One ask/evaluate/tell step; returns its history row (``step``, ``n_evals``, ``evals`` of this step,
+    ``best_f``, ``mean_f``, ``sigma`` (mean scale), ``seconds`` since ``start``)."""
+    points = opt.ask()
+    values = f(points) if evaluator is None else evaluator(f, points)
+    opt.tell(values)
+    return {"step": opt.n_steps, "n_evals": opt.n_evals, "evals": int(points.shape[0]), "best_f": opt.best_f,
+            "mean_f": float(torch.as_tensor(values, dtype=torch.float64).mean()),
+            "sigma": float(opt.scale.mean()), "seconds": time.perf_counter() - start}

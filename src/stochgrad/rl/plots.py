@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from stochgrad.rundir import save_figure
+from stochgrad.runs.files import save_figure
 
 
 def curve_on_grid(rows: Sequence[dict], grid: np.ndarray, key: str = "eval_return") -> np.ndarray:

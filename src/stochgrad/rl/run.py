@@ -23,7 +23,7 @@ from stochgrad.rl.plots import reward_curve
 from stochgrad.rl.rollout import Episode, episode_seed, run_episode
 from stochgrad.rl.tasks import preset
 from stochgrad.rl.trainer import TrainConfig, Trainer
-from stochgrad.rundir import (
+from stochgrad.runs.files import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,

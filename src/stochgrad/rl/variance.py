@@ -36,7 +36,7 @@ from stochgrad.rl.parallel import make_evaluator
 from stochgrad.rl.plots import variance_bars
 from stochgrad.rl.rollout import VARIANCE, Episode, episode_seed, run_episode
 from stochgrad.rl.tasks import preset
-from stochgrad.rundir import atomic_write_json, atomic_write_text, load_checkpoint, prepare_run_dir
+from stochgrad.runs.files import atomic_write_json, atomic_write_text, load_checkpoint, prepare_run_dir
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stochgrad.errors import InvalidArgumentError
 from stochgrad.rlhf._threads import torch_threads
-from stochgrad.rundir import atomic_write_json, atomic_write_text, prepare_run_dir, save_figure
+from stochgrad.runs.files import atomic_write_json, atomic_write_text, prepare_run_dir, save_figure
 
 
 @dataclass

@@ -34,7 +34,7 @@ from stochgrad.rlhf._threads import torch_threads
 from stochgrad.rlhf.estimators import EstimatorConfig, PolicyGradient, estimator_config
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
-from stochgrad.rundir import (
+from stochgrad.runs.files import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,

@@ -1,4 +1,4 @@
-"""Run directories: checked before any work, written atomically, never left half-written.
+"""Files of a run directory: checked before any work, written atomically, never left half-written.
 
 Every long command (compare, optimize, rl train, rlhf train) writes ``config.json``, metrics as JSON lines,
 plots and a summary into one directory. Files are replaced atomically (temporary file, then rename); JSON lines
@@ -52,17 +52,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
+    """A matplotlib figure and its axes (as ``plt.subplots``) made without pyplot, so no backend or display is
+    chosen for the whole process; write it with :func:`save_figure`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     """Lay out a matplotlib figure, write it to ``path`` as PNG (parents created, atomically) and close it."""
     import io
-
-    import matplotlib.pyplot as plt
 
     path = Path(path)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:      # made by pyplot: release it there
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
     return path
