@@ -63,8 +63,8 @@ def thresholds(args: argparse.Namespace) -> None:
                     cfg = _config(env, method, seed, args.evaluator)
                     from stochgrad.runs.files import read_jsonl
 
-                    done = read_jsonl(out / f"seed_{seed}" / "metrics.jsonl")
-                    if done and done[-1]["episodes"] >= CAPS[env]:
+                    done = read_jsonl(out / "metrics.jsonl")
+                    if done and _complete(done, cfg):
                         continue                     # already run (perhaps under a larger cap)
                     resume = (out / "config.json").exists()
                     t = time.perf_counter()
@@ -76,17 +76,24 @@ def thresholds(args: argparse.Namespace) -> None:
         ev.close()
 
 
+def _complete(rows: list[dict], cfg) -> bool:
+    """Whether a seed's rows spent the cap: the trainer never exceeds it, so the last iteration is the one after
+    which another would not fit."""
+    from stochgrad.rl.envs import env_spec
+
+    per_iter = cfg.resolved(env_spec(cfg.env))["episodes_per_iter"]
+    return bool(rows) and rows[-1]["episodes"] + per_iter > CAPS[cfg.env]
+
+
 def _load_rows(env: str, method: str) -> list[list[dict]]:
     from stochgrad.runs.files import read_jsonl
 
     out = []
     for d in sorted((RUNS / env / method).glob("seed_*")):
-        rows = read_jsonl(d / f"seed_{d.name.split('_')[1]}" / "metrics.jsonl")
+        rows = read_jsonl(d / "metrics.jsonl")
         # count only the episodes within the cap (a run made under a larger cap is cut back to it)
-        cut = next((i for i, r in enumerate(rows) if r["episodes"] >= CAPS[env]), None)
-        if cut is not None:
-            rows = rows[:cut + 1]
-        if rows and rows[-1]["episodes"] >= CAPS[env]:
+        rows = [r for r in rows if r["episodes"] <= CAPS[env]]
+        if _complete(rows, _config(env, method, int(d.name.split("_")[1]), "serial")):
             out.append(rows)
     return out
 

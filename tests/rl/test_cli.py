@@ -21,12 +21,13 @@ def test_train_eval_and_resume(tmp_path, capsys) -> None:
     assert "seed 0: 80 episodes" in text and "seed 1: 80 episodes" in text
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["estimator"] == "ccmvd" and cfg["resolved"]["episodes_per_iter"] == 8
-    rows = read_jsonl(out / "seed_1" / "metrics.jsonl")
-    assert len(rows) == 10
+    every = read_jsonl(out / "metrics.jsonl")
+    assert [r["seed"] for r in every] == [0] * 10 + [1] * 10 and [r["step"] for r in every] == list(range(1, 21))
+    rows = [r for r in every if r["seed"] == 1]
     assert {"iteration", "episodes", "steps", "mean_return", "max_return", "eval_return"} <= set(rows[0])
     assert rows[4]["eval_return"] is not None and rows[3]["eval_return"] is None
-    assert load_checkpoint(out / "seed_0" / "checkpoint.pt")["iteration"] == 10
-    assert (out / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert [s["iteration"] for s in load_checkpoint(out / "checkpoint.pt")["experiment"]["seeds"]] == [10, 10]
+    assert (out / "plots" / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 1 | 10 | 80 |" in (out / "summary.md").read_text()
 
     assert main(["rl", "eval", str(out), "--episodes", "3"]) == 0
@@ -35,7 +36,7 @@ def test_train_eval_and_resume(tmp_path, capsys) -> None:
 
     # more episodes for a finished run: --resume continues it
     assert main(["rl", "train", *FAST, "--episodes", "96", "--out", str(out), "--resume"]) == 0
-    assert len(read_jsonl(out / "seed_0" / "metrics.jsonl")) == 12
+    assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl") if r["seed"] == 0] == list(range(1, 13))
 
 
 def test_variance_writes_a_figure(tmp_path, capsys) -> None:
@@ -76,13 +77,13 @@ def test_nan_through_the_cli_names_the_environment_and_step(tmp_path, capsys) ->
     with pytest.raises(Exception) as info:
         run_train(cfg, tmp_path / "r", progress=False)
     assert "FaultyPendulum-v0 returned a non-finite reward" in str(info.value) and "step 5" in str(info.value)
-    before = (tmp_path / "r" / "seed_0" / "checkpoint.pt").read_bytes()
-    assert load_checkpoint(tmp_path / "r" / "seed_0" / "checkpoint.pt")["iteration"] == 2
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["experiment"]["seeds"][0]["iteration"] == 2
     # resuming hits the same episode again: same error, checkpoint untouched
     assert main(["rl", "train", "--out", str(tmp_path / "r"), "--resume", "--evaluator", "serial",
                  "--no-progress"]) == 2
     assert "returned a non-finite reward" in capsys.readouterr().err
-    assert (tmp_path / "r" / "seed_0" / "checkpoint.pt").read_bytes() == before
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
 
 
 def test_train_refuses_a_budget_below_one_iteration(tmp_path, capsys) -> None:
@@ -91,3 +92,16 @@ def test_train_refuses_a_budget_below_one_iteration(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == ("stochgrad rl train: error: episodes: one iteration of ccmvd on "
                                        "InvertedPendulum-v5 takes 8 episodes (episodes_per_iter); got a budget of 5\n")
     assert not (out / "config.json").exists()
+
+
+def test_variance_at_the_policy_of_a_training_run(tmp_path, capsys) -> None:
+    train = tmp_path / "train"
+    assert main(["rl", "train", *FAST, "--estimator", "sf-antithetic", "--episodes", "16", "--out", str(train)]) == 0
+    out = tmp_path / "var"
+    assert main(["rl", "variance", "--env", "InvertedPendulum-v5", "--n", "2", "--m", "1", "--k", "2", "--repeats",
+                 "3", "--warmup", "1", "--max-episode-steps", "30", "--evaluator", "serial", "--no-progress",
+                 "--policy", str(train), "--out", str(out)]) == 0
+    assert (out / "variance.json").exists()
+    assert main(["rl", "variance", "--env", "Swimmer-v5", "--n", "2", "--m", "1", "--k", "2", "--evaluator", "serial",
+                 "--no-progress", "--policy", str(train), "--out", str(tmp_path / "v2")]) == 2
+    assert "was trained on InvertedPendulum-v5, not Swimmer-v5" in capsys.readouterr().err

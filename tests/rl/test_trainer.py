@@ -69,14 +69,16 @@ def test_a_killed_run_resumes_to_the_same_parameters(tmp_path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         run_train(_fast(**cfg), tmp_path / "cut", progress=False, callback=kill)
-    assert load_checkpoint(tmp_path / "cut" / "seed_1" / "checkpoint.pt")["iteration"] == 4
-    assert len(read_jsonl(tmp_path / "cut" / "seed_1" / "metrics.jsonl")) == 7      # 3 rows past the checkpoint
+    # seed 0 took 15 iterations, seed 1 was killed after its 7th: the checkpoint is at step 20 (every 4 steps)
+    assert [s["iteration"] for s in load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["experiment"]["seeds"]] \
+        == [15, 5]
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 22        # 2 rows past the checkpoint
     resumed, _ = run_train(_fast(**cfg), tmp_path / "cut", resume=True, progress=False)
     for f, r in zip(full, resumed):
         assert np.array_equal(f.weights, r.weights)
         assert _without_time(f.rows) == _without_time(r.rows)
-    a = load_checkpoint(tmp_path / "full" / "seed_1" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "cut" / "seed_1" / "checkpoint.pt")
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["experiment"]["seeds"][1]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["experiment"]["seeds"][1]
     assert torch.equal(a["search"]["loc"], b["search"]["loc"])
     assert torch.equal(a["normalizer"]["m2"], b["normalizer"]["m2"])
 
@@ -96,7 +98,7 @@ def test_nan_from_the_environment_stops_the_run_and_keeps_the_last_checkpoint(tm
     with pytest.raises(RLEnvironmentError, match=rf"environment {FAULTY} returned a non-finite observation .*at "
                                                  rf"step 7 of the episode with seed {bad}"):
         run_train(cfg, tmp_path / "run", progress=False)
-    ckpt = load_checkpoint(tmp_path / "run" / "seed_0" / "checkpoint.pt")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["experiment"]["seeds"][0]
     assert ckpt["iteration"] == 4 and ckpt["episodes"] == 16
     # the checkpoint is exactly that of an undisturbed run at iteration 4
     ok = TrainConfig(**{**cfg.to_dict(), "episodes": 16, "env_kwargs": {}})

@@ -31,75 +31,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(rsub: argparse._SubParsersAction) -> None:
+    from stochgrad.rl.run import RL_TRAIN
+    from stochgrad.runs.options import add_run_options
+
     p = rsub.add_parser(
         "train", formatter_class=argparse.RawDescriptionHelpFormatter, help="train a linear policy",
         description=(
             "Train a linear policy by search gradients over N(W, sigma^2 I). Writes a run directory: config.json,\n"
-            "seed_<s>/metrics.jsonl (one line per iteration: mean/max return, episodes and steps so far, evaluation\n"
-            "return of the mean policy), seed_<s>/checkpoint.pt, reward_curve.png (mean and spread over seeds),\n"
-            "summary.md. --resume continues from the checkpoints. Defaults for sigma, the step size, episodes per\n"
-            "iteration and the reward shift come from ARS V2-t's published settings for the MuJoCo tasks.\n\n"
+            "metrics.jsonl (one line per iteration of any seed: seed, mean/max return, episodes and steps so far,\n"
+            "evaluation return of the mean policy), checkpoint.pt, plots/reward_curve.png (mean and spread over\n"
+            "seeds), summary.md. --resume continues from the checkpoint. Defaults for sigma, the step size,\n"
+            "episodes per iteration and the reward shift come from ARS V2-t's published settings for the MuJoCo\n"
+            "tasks.\n\n"
             "estimators: ars (ARS V2-t: top-b directions), sf-antithetic, mvd, ccmvd, ccsf, auto, and the other\n"
             "registered black-box estimators"),
         epilog="example: stochgrad rl train --env Hopper-v5 --estimator ccmvd --seeds 5 --episodes 20000 "
                "--out runs/hopper-ccmvd")
-    p.add_argument("--env", default="Hopper-v5", help="Gymnasium environment id (default: Hopper-v5)")
-    p.add_argument("--estimator", default="ccmvd", help="gradient estimator, or 'ars' (default: ccmvd)")
-    p.add_argument("--episodes", type=int, default=None,
-                   help="training episodes per seed (default: 20000 unless --steps is given)")
-    p.add_argument("--steps", type=int, default=None, help="training environment steps per seed")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds, run one after another (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--episodes-per-iter", type=int, default=None,
-                   help="episodes per gradient estimate (default: ARS's 2N for the task, at least the estimator's "
-                        "minimum)")
-    p.add_argument("--sigma", type=float, default=None, help="search std (default: ARS's nu for the task)")
-    p.add_argument("--lr", type=float, default=None, help="step size (default: ARS's alpha for the task)")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
-                   help="sgd = a plain step as ARS (default), or adam")
-    p.add_argument("--top", type=int, default=None, help="ARS: directions used per step, b (default: the task's)")
-    p.add_argument("--reward-scaling", default="std", choices=["std", "centered-ranks", "none"],
-                   help="divide returns by their std (ARS V2, default), centred ranks, or none")
-    p.add_argument("--shift", type=float, default=None,
-                   help="subtracted from each training reward (default: 1 on Hopper/Walker2d, else 0)")
-    p.add_argument("--actions", default="clip", choices=["clip", "raw"],
-                   help="clip actions to the action space (default) or pass them raw (the simulator clamps)")
-    p.add_argument("--no-normalize", action="store_true", help="no observation normaliser (ARS V1)")
-    p.add_argument("--max-episode-steps", type=int, default=None, help="episode horizon (default: the env's)")
-    p.add_argument("--eval-every", type=int, default=10, help="iterations between evaluations (default: 10)")
-    p.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation (default: 5)")
-    p.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints (default: 10)")
-    p.add_argument("--evaluator", default="process", choices=["process", "ray", "serial"],
-                   help="where rollouts run: local processes (default), ray, or this process")
-    p.add_argument("--workers", type=int, default=None, help="worker processes / local Ray CPUs (default: all)")
-    p.add_argument("--ray-address", default=None,
-                   help="join a Ray cluster ('auto' = the running one); implies --evaluator ray")
-    p.add_argument("--out", default=None, help="run directory (default: runs/rl-ENV-ESTIMATOR)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoints")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p, RL_TRAIN, "runs/rl-ENV-ESTIMATOR")
     p.set_defaults(run=_run_train)
     needs_extras(p, "rl")
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from stochgrad.rl.run import first_reaching, run_train
+    from stochgrad.rl.run import RL_TRAIN, first_reaching, run_train
     from stochgrad.rl.tasks import preset
-    from stochgrad.rl.trainer import TrainConfig
+    from stochgrad.runs.options import config_for
 
-    # a resumed run keeps its saved budget unless a larger one is given
-    default = None if (args.steps is not None or args.resume) else 20000
-    episodes = args.episodes if args.episodes is not None else default
-    config = TrainConfig(
-        env=args.env, estimator=args.estimator, episodes=episodes, steps=args.steps, seeds=args.seeds,
-        seed=args.seed, episodes_per_iter=args.episodes_per_iter, sigma=args.sigma, lr=args.lr,
-        optimizer=args.optimizer, top=args.top, reward_scaling=args.reward_scaling, shift=args.shift,
-        actions=args.actions, normalize=not args.no_normalize, max_episode_steps=args.max_episode_steps,
-        eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-        evaluator="ray" if args.ray_address else args.evaluator, workers=args.workers,
-        ray_address=args.ray_address)
-    out = args.out or f"runs/rl-{args.env}-{args.estimator}"
-    results, run_dir = run_train(config, out, resume=args.resume, progress=not args.no_progress)
-    p = preset(args.env)
+    if args.out == "runs/rl-ENV-ESTIMATOR":
+        args.out = f"runs/rl-{getattr(args, 'env', 'Hopper-v5')}-{getattr(args, 'estimator', 'ccmvd')}"
+    # a budget of steps alone replaces the default budget of episodes
+    defaults = {"episodes": None} if hasattr(args, "steps") and not hasattr(args, "episodes") else {}
+    if getattr(args, "ray_address", None) and not hasattr(args, "evaluator"):
+        args.evaluator = "ray"
+    config = config_for(RL_TRAIN, args, **defaults)
+    results, run_dir = run_train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    p = preset(config.env)
     for r in results:
         last = r.rows[-1] if r.rows else {"episodes": 0, "steps": 0}
         msg = (f"seed {r.seed}: {last['episodes']} episodes, {last['steps']} steps, final evaluation return "
@@ -109,7 +75,7 @@ def _run_train(args: argparse.Namespace) -> int:
             msg += f"; threshold {p.threshold:g} " + ("not reached" if hit is None else f"reached after {hit} episodes")
         print(msg)
     print(f"run directory: {run_dir}")
-    print(f"plot:          {run_dir / 'reward_curve.png'}")
+    print(f"plot:          {run_dir / 'plots' / 'reward_curve.png'}")
     return 0
 
 

@@ -1,10 +1,10 @@
-"""``stochgrad rl train`` and ``rl eval``: run directories, checkpoints, resume, reward curves.
+"""``stochgrad rl train`` and ``rl eval``: training through the one run abstraction, replays of its policies.
 
-A run directory holds ``config.json`` (the settings and the task defaults they resolved to), one folder per
-seed ``seed_<s>/`` with ``metrics.jsonl`` (one line per iteration) and ``checkpoint.pt`` (written atomically
-every ``checkpoint_every`` iterations and at the end), ``reward_curve.png`` (mean and spread over seeds) and
-``summary.md``. ``resume=True`` continues every seed from its checkpoint (the metrics are cut back to it) and
-gives exactly what an uninterrupted run gives.
+A run directory (:mod:`stochgrad.runs.run`) holds ``config.json`` (the settings, and under ``resolved`` the task
+defaults they resolved to), ``metrics.jsonl`` (one row per iteration of any seed, naming its ``seed``),
+``checkpoint.pt`` (every seed's state; written atomically every ``checkpoint_every`` iterations and at the end),
+``plots/reward_curve.png`` (mean and spread over seeds) and ``summary.md``. ``resume=True`` continues from the
+checkpoint (the metrics are cut back to it) and gives exactly what an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -23,16 +23,8 @@ from stochgrad.rl.plots import reward_curve
 from stochgrad.rl.rollout import Episode, episode_seed, run_episode
 from stochgrad.rl.tasks import preset
 from stochgrad.rl.trainer import TrainConfig, Trainer
-from stochgrad.runs.files import (
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    prepare_run_dir,
-    read_jsonl,
-    save_checkpoint,
-    truncate_jsonl,
-)
+from stochgrad.runs import Command, config_from_dict, read_run_config, run
+from stochgrad.runs.files import atomic_write_text, load_checkpoint
 
 #: Stream of episode seeds for ``rl eval`` (replays never share seeds with training or its evaluations).
 REPLAY = 3
@@ -48,108 +40,107 @@ class SeedResult:
     final_eval: float | None
 
 
-def _budget_total(config: TrainConfig) -> tuple[int, str]:
-    if config.episodes is not None:
-        return config.episodes * config.seeds, "episodes"
-    return int(config.steps) * config.seeds, "steps"
+class TrainExperiment:
+    """``rl train`` as an :class:`~stochgrad.runs.Experiment`: the seeds one after another, a step being one
+    iteration of the current seed's :class:`Trainer`; every metrics row names its ``seed``.
+
+    The checkpoint holds the state of every seed started so far (a finished seed's state is its final policy and
+    normaliser, which ``rl eval`` replays), and which seed runs now.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: Path | None = None, evaluator: Any = None) -> None:
+        self.config = config
+        self.own = evaluator is None
+        self.evaluator = evaluator if evaluator is not None else make_evaluator(config.evaluator, config.workers,
+                                                                                 config.ray_address)
+        try:
+            self.trainers = [Trainer(config, config.seed, self.evaluator)]   # a bad setting fails here
+        except BaseException:
+            self.close()
+            raise
+        self.unit = "episode" if config.episodes is not None else "step"
+
+    def _trainer(self, index: int) -> Trainer:
+        while len(self.trainers) <= index:
+            self.trainers.append(Trainer(self.config, self.config.seed + len(self.trainers), self.evaluator))
+        return self.trainers[index]
+
+    def _current(self) -> int | None:
+        """The first seed (index) whose budget is not spent, or None."""
+        for i in range(self.config.seeds):
+            if not self._trainer(i).done():
+                return i
+        return None
+
+    def resolved(self) -> dict:
+        return {"resolved": self.trainers[0].settings}
+
+    def stop_reason(self) -> str | None:
+        return "budget" if self._current() is None else None
+
+    def step(self) -> dict[str, Any]:
+        tr = self._trainer(self._current())
+        return {"seed": tr.seed, **tr.step()}
+
+    def progress(self) -> tuple[int, int]:
+        c = self.config
+        cap = c.episodes if c.episodes is not None else c.steps
+        used = sum(min(t.episodes if c.episodes is not None else t.steps, cap) for t in self.trainers)
+        return used, cap * c.seeds
+
+    def postfix(self, row: dict) -> dict:
+        ev = self._trainer(self.config.seeds - 1 if self._current() is None else self._current()).last_eval
+        return {"seed": row["seed"], "ret": f"{row['mean_return']:.0f}", "eval": "-" if ev is None else f"{ev:.0f}"}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seeds": [t.state_dict() for t in self.trainers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, s in enumerate(state["seeds"]):
+            self._trainer(i).load_state_dict(s)
+
+    def results(self, rows: list[dict]) -> list[SeedResult]:
+        out = []
+        for t in self.trainers:
+            mine = [r for r in rows if r["seed"] == t.seed]
+            evals = [r["eval_return"] for r in mine if r.get("eval_return") is not None]
+            out.append(SeedResult(t.seed, mine, t.weights, evals[-1] if evals else None))
+        return out
+
+    def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
+        _write_outputs(self.config, run_dir, self.results(rows))
+
+    def close(self) -> None:
+        if self.own and getattr(self, "evaluator", None) is not None:
+            self.evaluator.close()
+            self.evaluator = None
+
+
+RL_TRAIN = Command("rl train", TrainConfig, TrainExperiment)
 
 
 def run_train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-              evaluator: Any = None, callback: Callable[[Trainer, dict], None] | None = None,
+              evaluator: Any = None, callback: Callable[[Trainer, dict], bool | None] | None = None,
               ) -> tuple[list[SeedResult], Path]:
     """Train (or resume) every seed of ``config`` into run directory ``out``.
 
     Args:
-      config: the settings (on ``resume`` the saved ones are used; the budget may be raised).
+      config: the settings (on ``resume`` they must equal the saved ones but for the budget and where the
+        episodes run).
       out: the run directory.
-      resume: continue from the checkpoints in ``out``.
+      resume: continue from the checkpoint in ``out``.
       progress: show a progress bar over the episodes (or steps) of all seeds.
       evaluator: where the rollouts run (default: made from the config; closed at the end if made here).
-      callback: ``callback(trainer, row)`` after each iteration's row was written (a test uses it to
-        interrupt a run).
+      callback: ``callback(trainer, row)`` after each iteration's row was written; returning True stops.
     Returns:
       one :class:`SeedResult` per seed, and the run directory.
     """
-    run_dir = prepare_run_dir(out)
-    cfg_path = run_dir / "config.json"
-    if resume:
-        if not cfg_path.exists():
-            raise InvalidArgumentError(f"resume: {str(run_dir)!r} holds no run to resume (no config.json)")
-        saved = json.loads(cfg_path.read_text())["config"]
-        episodes, steps = config.episodes, config.steps
-        evaluator_kind, workers, address = config.evaluator, config.workers, config.ray_address
-        config = TrainConfig(**saved)
-        if episodes is not None and config.episodes is not None:
-            config.episodes = max(episodes, config.episodes)
-        if steps is not None and config.steps is not None:
-            config.steps = max(steps, config.steps)
-        config.evaluator, config.workers, config.ray_address = evaluator_kind, workers, address
-    else:
-        config.validate()
-        if cfg_path.exists() or any(run_dir.glob("seed_*/checkpoint.pt")):
-            raise InvalidArgumentError(f"out: {str(run_dir)!r} already holds a run; pass --resume to continue it "
-                                       "or choose another --out")
-    config.validate()
-    own = evaluator is None
-    evaluator = evaluator if evaluator is not None else make_evaluator(config.evaluator, config.workers,
-                                                                        config.ray_address)
-    results: list[SeedResult] = []
-    try:
-        first = Trainer(config, config.seed, evaluator)
-        atomic_write_json(cfg_path, {"config": config.to_dict(), "resolved": first.settings})
-        total, unit = _budget_total(config)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, unit=unit[:-1], desc=f"{config.env} {config.estimator}", dynamic_ncols=True)
-        for s in range(config.seeds):
-            seed = config.seed + s
-            trainer = first if s == 0 else Trainer(config, seed, evaluator)
-            results.append(_train_seed(trainer, run_dir / f"seed_{seed}", resume, bar, unit, callback))
-        if bar is not None:
-            bar.close()
-    finally:
-        if own:
-            evaluator.close()
-    _write_outputs(config, run_dir, results)
-    return results, run_dir
-
-
-def _train_seed(trainer: Trainer, seed_dir: Path, resume: bool, bar: Any, unit: str,
-                callback: Callable | None) -> SeedResult:
-    seed_dir.mkdir(parents=True, exist_ok=True)
-    metrics, ckpt = seed_dir / "metrics.jsonl", seed_dir / "checkpoint.pt"
-    if resume and ckpt.exists():
-        trainer.load_state_dict(load_checkpoint(ckpt))
-        truncate_jsonl(metrics, trainer.iteration)
-    else:
-        truncate_jsonl(metrics, 0)
-    rows = read_jsonl(metrics)
-    done_before = trainer.episodes if unit == "episodes" else trainer.steps
-    if bar is not None:
-        bar.update(min(done_before, trainer.config.episodes if unit == "episodes" else trainer.config.steps))
-    every = trainer.config.checkpoint_every
-    while not trainer.done():
-        row = trainer.step()
-        append_jsonl(metrics, row)
-        rows.append(row)
-        if trainer.iteration % every == 0 or trainer.done():
-            save_checkpoint(ckpt, trainer.state_dict())
-        if bar is not None:
-            now = trainer.episodes if unit == "episodes" else trainer.steps
-            cap = trainer.config.episodes if unit == "episodes" else trainer.config.steps
-            bar.update(min(now, cap) - min(done_before, cap))
-            done_before = now
-            last_eval = trainer.last_eval
-            bar.set_postfix(seed=trainer.seed, ret=f"{row['mean_return']:.0f}",
-                            eval="-" if last_eval is None else f"{last_eval:.0f}")
-        if callback is not None:
-            callback(trainer, row)
-    if not ckpt.exists():
-        save_checkpoint(ckpt, trainer.state_dict())
-    evals = [r["eval_return"] for r in rows if r.get("eval_return") is not None]
-    return SeedResult(trainer.seed, rows, trainer.weights, evals[-1] if evals else None)
+    command = RL_TRAIN if evaluator is None else Command(
+        RL_TRAIN.name, TrainConfig, lambda cfg, run_dir: TrainExperiment(cfg, run_dir, evaluator))
+    cb = None if callback is None else (
+        lambda exp, row: callback(next(t for t in exp.trainers if t.seed == row["seed"]), row))
+    res = run(command, config, out, resume=resume, progress=progress, callback=cb)
+    return res.experiment.results(res.rows), res.run_dir
 
 
 def first_reaching(rows: list[dict], threshold: float) -> int | None:
@@ -163,7 +154,7 @@ def first_reaching(rows: list[dict], threshold: float) -> int | None:
 def _write_outputs(config: TrainConfig, run_dir: Path, results: list[SeedResult]) -> None:
     p = preset(config.env)
     title = f"{config.env}, {config.estimator}"
-    reward_curve({config.estimator: [r.rows for r in results]}, run_dir / "reward_curve.png", title,
+    reward_curve({config.estimator: [r.rows for r in results]}, run_dir / "plots" / "reward_curve.png", title,
                  p.threshold if p else None)
     lines = [f"# stochgrad rl train: {title}", "",
              "| seed | iterations | episodes | env steps | final eval return | max eval return |"
@@ -179,7 +170,8 @@ def _write_outputs(config: TrainConfig, run_dir: Path, results: list[SeedResult]
             hit = first_reaching(r.rows, p.threshold)
             line += f" {'not reached' if hit is None else hit} |"
         lines.append(line)
-    lines += ["", "Plot: `reward_curve.png`; per seed: `seed_<s>/metrics.jsonl`, `seed_<s>/checkpoint.pt`.", ""]
+    lines += ["", "Plot: `plots/reward_curve.png`; metrics (every seed): `metrics.jsonl`; checkpoint: `checkpoint.pt`.",
+              ""]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
 
 
@@ -193,15 +185,14 @@ def run_eval(run: str | Path, episodes: int = 10, seed: int = 0, evaluator: Any 
       InvalidArgumentError: ``run`` holds no finished checkpoint (naming the directory).
     """
     run_dir = Path(run)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
+    saved = read_run_config(run_dir)
+    if saved is None or saved["command"] != RL_TRAIN.name:
         raise InvalidArgumentError(f"run: {str(run_dir)!r} is not a run directory of stochgrad rl train "
-                                   "(no config.json)")
-    saved = json.loads(cfg_path.read_text())
-    config = TrainConfig(**saved["config"])
-    ckpts = sorted(run_dir.glob("seed_*/checkpoint.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not ckpts:
-        raise InvalidArgumentError(f"run: {str(run_dir)!r} holds no checkpoint yet (seed_*/checkpoint.pt)")
+                                   f"({'no config.json' if saved is None else 'a ' + repr(saved['command']) + ' run'})")
+    config = config_from_dict(TrainConfig, saved["config"])
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not ckpt_path.exists():
+        raise InvalidArgumentError(f"run: {str(run_dir)!r} holds no checkpoint yet (checkpoint.pt)")
     if episodes < 1:
         raise InvalidArgumentError(f"episodes: need at least 1; got {episodes}")
     own = evaluator is None
@@ -213,8 +204,7 @@ def run_eval(run: str | Path, episodes: int = 10, seed: int = 0, evaluator: Any 
         from stochgrad.rl.normalizer import RunningNormalizer
 
         spec = env_spec(config.env, config.max_episode_steps, **config.env_kwargs)
-        for ckpt in ckpts:
-            state = load_checkpoint(ckpt)
+        for state in load_checkpoint(ckpt_path)["experiment"]["seeds"]:
             norm = RunningNormalizer(spec.obs_dim, config.normalize)
             norm.load_state_dict(state["normalizer"])
             mean, std = norm.frozen()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -35,9 +35,11 @@ from stochgrad.optim.shaping import centered_ranks
 from stochgrad.rl.ars import ARS, ars_used
 from stochgrad.rl.envs import EnvSpec, env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
+from stochgrad.rl.parallel import EVALUATORS
 from stochgrad.rl.policy import ACTIONS
 from stochgrad.rl.rollout import EVAL, TRAIN, Episode, EpisodeResult, episode_seed, run_episode
 from stochgrad.rl.tasks import preset
+from stochgrad.runs.config import option
 
 SCALINGS = ("std", "none", "centered-ranks")
 
@@ -78,29 +80,36 @@ class TrainConfig:
       ray_address: "auto" joins a running Ray cluster.
     """
 
-    env: str = "Hopper-v5"
-    estimator: str = "ccmvd"
-    episodes: int | None = 20000
-    steps: int | None = None
-    seeds: int = 1
-    seed: int = 0
-    episodes_per_iter: int | None = None
-    sigma: float | None = None
-    lr: float | None = None
-    optimizer: str = "sgd"
-    top: int | None = None
-    reward_scaling: str = "std"
-    shift: float | None = None
-    actions: str = "clip"
-    normalize: bool = True
-    max_episode_steps: int | None = None
-    eval_every: int = 10
-    eval_episodes: int = 5
-    checkpoint_every: int = 10
-    evaluator: str = "process"
-    workers: int | None = None
-    ray_address: str | None = None
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env: str = option("Hopper-v5", "Gymnasium environment id")
+    estimator: str = option("ccmvd", "gradient estimator, or 'ars'")
+    episodes: int | None = option(20000, "training episodes per seed (default: 20000 unless --steps is given)",
+                                  resumable=True)
+    steps: int | None = option(None, "training environment steps per seed", resumable=True)
+    seeds: int = option(1, "number of seeds, run one after another")
+    seed: int = option(0, "first seed")
+    episodes_per_iter: int | None = option(None, "episodes per gradient estimate (default: ARS's 2N for the task, "
+                                                 "at least the estimator's minimum)")
+    sigma: float | None = option(None, "search std (default: ARS's nu for the task)")
+    lr: float | None = option(None, "step size (default: ARS's alpha for the task)")
+    optimizer: str = option("sgd", "sgd = a plain step as ARS, or adam", choices=tuple(OPTIMIZERS))
+    top: int | None = option(None, "ARS: directions used per step, b (default: the task's)")
+    reward_scaling: str = option("std", "divide returns by their std (ARS V2), centred ranks, or none",
+                                 choices=SCALINGS)
+    shift: float | None = option(None, "subtracted from each training reward (default: 1 on Hopper/Walker2d, "
+                                       "else 0)")
+    actions: str = option("clip", "clip actions to the action space, or pass them raw (the simulator clamps)",
+                          choices=ACTIONS)
+    normalize: bool = option(True, "no observation normaliser (ARS V1)", flags=("--no-normalize",))
+    max_episode_steps: int | None = option(None, "episode horizon (default: the env's)")
+    eval_every: int = option(10, "iterations between evaluations")
+    eval_episodes: int = option(5, "episodes per evaluation")
+    checkpoint_every: int = option(10, "iterations between checkpoints")
+    evaluator: str = option("process", "where rollouts run: local processes, ray, or this process",
+                            choices=EVALUATORS, resumable=True)
+    workers: int | None = option(None, "worker processes / local Ray CPUs (default: all)", resumable=True)
+    ray_address: str | None = option(None, "join a Ray cluster ('auto' = the running one); implies --evaluator ray",
+                                     resumable=True)
+    env_kwargs: dict[str, Any] = option({}, "keyword arguments of the environment", cli=False)
 
     def validate(self) -> None:
         """Check every setting; errors name the argument, the value and what it needs."""

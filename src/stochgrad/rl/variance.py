@@ -94,10 +94,10 @@ def _fixed_policy(config: VarianceConfig, env: str, obs_dim: int, n_params: int
     if config.policy is None:
         return np.zeros(n_params), np.zeros(obs_dim), np.ones(obs_dim)
     run = Path(config.policy)
-    ckpts = sorted(run.glob("seed_*/checkpoint.pt"))
-    if not ckpts:
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.exists():
         raise InvalidArgumentError(f"policy: {str(run)!r} holds no checkpoint of stochgrad rl train")
-    state = load_checkpoint(ckpts[0])
+    state = load_checkpoint(ckpt)["experiment"]["seeds"][0]
     if state["env"] != env:
         raise InvalidArgumentError(f"policy: {str(run)!r} was trained on {state['env']}, not {env}")
     norm = RunningNormalizer(obs_dim)

@@ -154,7 +154,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type, skip: Sequenc
                                     default=argparse.SUPPRESS, help=text)
             continue
         convert, is_list = _parser_of(tp)
-        if default is not None and not (isinstance(default, str) and "default:" in text):
+        if default is not None and "(default:" not in text:
             text += f" (default: {','.join(map(str, default)) if is_list else default})"
         parser.add_argument(*(meta["flags"] or [_flag(f.name)]), dest=f.name, type=convert,
                             choices=None if is_list else meta["choices"], default=argparse.SUPPRESS,
