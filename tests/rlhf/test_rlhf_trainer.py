@@ -39,7 +39,7 @@ def test_a_short_run_increases_the_held_out_reward(tmp_path, tiny_model_dir) -> 
 def test_resume_after_an_interruption_continues_exactly(tmp_path, tiny_model_dir) -> None:
     straight = run_train(small(tiny_model_dir), tmp_path / "straight", progress=False)
 
-    def interrupt(record):
+    def interrupt(experiment, record):
         if record["step"] == 5:          # after the step-4 checkpoint, before the step-6 one
             raise KeyboardInterrupt
 
@@ -55,6 +55,7 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, tiny_model_dir
     assert [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_jsonl(out / "metrics.jsonl")] == strip
     a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
     assert a["step"] == b["step"] == 6
+    a, b = a["experiment"], b["experiment"]
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for pid, state in a["optimizer"]["state"].items():
@@ -67,7 +68,9 @@ def test_resume_after_an_interruption_continues_exactly(tmp_path, tiny_model_dir
 def test_the_run_directory_is_complete_and_loadable(tmp_path, tiny_model_dir) -> None:
     out = tmp_path / "run"
     run_train(small(tiny_model_dir, estimator="grpo", k=4, steps=2), out, progress=False)
-    config = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["command"] == "rlhf train"
+    config = saved["config"]
     assert config["estimator"] == "grpo" and config["k"] == 4
     rec = read_jsonl(out / "metrics.jsonl")[-1]
     for key in ("step", "samples_seen", "reward_mean", "kl", "length_mean", "loss", "grad_norm"):
@@ -75,7 +78,7 @@ def test_the_run_directory_is_complete_and_loadable(tmp_path, tiny_model_dir) ->
     assert rec["samples_seen"] == 32
     samples = read_jsonl(out / "samples.jsonl")
     assert samples and {"step", "prompt", "completion", "reward"} <= set(samples[0])
-    ckpt = load_checkpoint(out / "checkpoint.pt")            # weights_only=True
+    ckpt = load_checkpoint(out / "checkpoint.pt")["experiment"]            # weights_only=True
     assert {"model", "optimizer", "generator", "estimator", "step"} <= set(ckpt)
     for name in ("reward", "kl"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -100,7 +103,7 @@ def test_a_bad_reward_stops_the_run_with_a_clear_error_and_whole_files(tmp_path,
     out = tmp_path / "run"
     with pytest.raises(EvaluationError, match=message):
         run_train(small(tiny_model_dir), out, progress=False, reward_fn=fn)
-    assert json.loads((out / "config.json").read_text())["model"] == str(tiny_model_dir)
+    assert json.loads((out / "config.json").read_text())["config"]["model"] == str(tiny_model_dir)
     assert (out / "metrics.jsonl").read_text() == ""
     assert not (out / "checkpoint.pt").exists()
     assert not [p for p in out.rglob(".*")]

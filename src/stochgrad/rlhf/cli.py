@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from stochgrad.extras import needs_extras
-from stochgrad.rlhf.estimators import AGGREGATIONS, BASELINES, KL_PLACEMENTS, LEVELS, PRESETS, SCALINGS
-from stochgrad.rlhf.kl import KL_ESTIMATORS
+from stochgrad.rlhf.estimators import PRESETS
+from stochgrad.rlhf.trainer import RLHF_TRAIN
+from stochgrad.runs.options import add_run_options
 
 PRESET_HELP = {
     "reinforce": "Williams 1992: k=1, moving-average baseline, k1 KL in the reward, sequence level",
@@ -18,24 +19,6 @@ PRESET_HELP = {
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _estimator_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("estimator options (default: the preset's value)")
-    g.add_argument("--k", type=int, default=None, help="completions per prompt")
-    g.add_argument("--beta", type=float, default=None, help="KL coefficient β (0: no reference model)")
-    g.add_argument("--baseline", choices=BASELINES, default=None)
-    g.add_argument("--scaling", choices=SCALINGS, default=None)
-    g.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default=None)
-    g.add_argument("--kl-in", choices=KL_PLACEMENTS, default=None)
-    g.add_argument("--level", choices=LEVELS, default=None, help="sequence, or token-level reward-to-go")
-    g.add_argument("--aggregation", choices=AGGREGATIONS, default=None,
-                   help="sum over tokens, per-sequence mean, or mean over the batch's tokens")
-
-
-def _options_of(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in ("k", "beta", "baseline", "scaling", "kl_estimator", "kl_in", "level",
-                                          "aggregation")}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,33 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "final/ (the fine-tuned model), summary.md.\n\nestimator presets:\n" + presets,
                         epilog="example: stochgrad rlhf train --model runs/rlhf-demo/base-model --reward vader "
                                "--estimator rloo --k 4 --beta 0.05 --steps 100 --lr 5e-4 --out runs/rloo")
-    t.add_argument("--model", default="",
-                   help="directory (or hub id) of a transformers causal LM (not needed with --resume)")
-    t.add_argument("--reward", default="vader",
-                   help="'vader' (prompt + completion), 'vader-completion', or the directory of a "
-                        "sequence-classification reward model (default: vader)")
-    t.add_argument("--reward-label", type=int, default=None, help="which logit of the reward model is the reward")
-    t.add_argument("--estimator", default="rloo", choices=list(PRESETS), help="preset (default: rloo)")
-    _estimator_options(t)
-    t.add_argument("--prompts", default="demo", help="a text file with one prompt per line, or 'demo' (default)")
-    t.add_argument("--completions-per-step", type=int, default=32,
-                   help="sampled completions per update, a multiple of k (default: 32)")
-    t.add_argument("--steps", type=int, default=100, help="updates (default: 100)")
-    t.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (default: 1e-5)")
-    t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping, 0 = off (default: 1)")
-    t.add_argument("--max-new-tokens", type=int, default=32, help="longest completion (default: 32)")
-    t.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1)")
-    t.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens, 0 = all (default)")
-    t.add_argument("--seed", type=int, default=0, help="seed of every random number (default: 0)")
-    t.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints (default: 10)")
-    t.add_argument("--sample-every", type=int, default=10, help="steps between logged samples (default: 10)")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    t.add_argument("--local-files-only", action="store_true", help="never contact the Hugging Face hub")
-    t.add_argument("--out", default="runs/rlhf", help="run directory (default: runs/rlhf)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint (its saved settings are used; --steps may "
-                        "be raised)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(t, RLHF_TRAIN, "runs/rlhf")
     t.set_defaults(run=_run_train)
     needs_extras(t, "rlhf")
 
@@ -147,15 +104,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from stochgrad.rlhf.trainer import TrainConfig, run_train
+    from stochgrad.rlhf.trainer import RLHF_TRAIN, run_train
+    from stochgrad.runs.options import config_for
 
-    config = TrainConfig(
-        model=args.model, reward=args.reward, reward_label=args.reward_label, estimator=args.estimator,
-        prompts=args.prompts, completions_per_step=args.completions_per_step, steps=args.steps, lr=args.lr,
-        max_grad_norm=args.max_grad_norm, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_k=args.top_k, seed=args.seed, checkpoint_every=args.checkpoint_every, sample_every=args.sample_every,
-        threads=args.threads, local_files_only=args.local_files_only, **_options_of(args))
-    res = run_train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    res = run_train(config_for(RLHF_TRAIN, args), args.out, resume=args.resume, progress=not args.no_progress)
     recs = res.records
     if recs:
         print(f"reward (step mean) {recs[0]['reward_mean']:.3f} -> {recs[-1]['reward_mean']:.3f} after "

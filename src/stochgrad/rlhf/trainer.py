@@ -24,27 +24,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from stochgrad.errors import BudgetError, InvalidArgumentError
 from stochgrad.rlhf._threads import torch_threads
-from stochgrad.rlhf.estimators import EstimatorConfig, PolicyGradient, estimator_config
+from stochgrad.rlhf.estimators import (
+    AGGREGATIONS,
+    BASELINES,
+    KL_PLACEMENTS,
+    LEVELS,
+    PRESETS,
+    SCALINGS,
+    EstimatorConfig,
+    PolicyGradient,
+    estimator_config,
+)
+from stochgrad.rlhf.kl import KL_ESTIMATORS
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
-from stochgrad.runs.files import (
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    prepare_run_dir,
-    read_jsonl,
-    save_checkpoint,
-    save_figure,
-    truncate_jsonl,
-)
+from stochgrad.runs import Command, option, run
+from stochgrad.runs.files import append_jsonl, atomic_write_text, new_figure, read_jsonl, save_figure
 
 
 @dataclass
@@ -55,32 +58,36 @@ class TrainConfig:
     ``prompts`` is ``"demo"`` (the demo's training prompts) or a text file with one prompt per line.
     """
 
-    model: str = ""
-    reward: str = "vader"
-    reward_label: int | None = None
-    estimator: str = "rloo"
-    k: int | None = None
-    beta: float | None = None
-    baseline: str | None = None
-    scaling: str | None = None
-    kl_estimator: str | None = None
-    kl_in: str | None = None
-    level: str | None = None
-    aggregation: str | None = None
-    prompts: str = "demo"
-    completions_per_step: int = 32
-    steps: int = 100
-    lr: float = 1e-5
-    max_grad_norm: float = 1.0
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-    checkpoint_every: int = 10
-    sample_every: int = 10
-    samples_to_log: int = 4
-    threads: int | None = None
-    local_files_only: bool = False
+    model: str = option("", "directory (or hub id) of a transformers causal LM (not needed with --resume)")
+    reward: str = option("vader", "'vader' (prompt + completion), 'vader-completion', or the directory of a "
+                                  "sequence-classification reward model")
+    reward_label: int | None = option(None, "which logit of the reward model is the reward")
+    estimator: str = option("rloo", "preset", choices=tuple(PRESETS))
+    k: int | None = option(None, "completions per prompt (default: the preset's)")
+    beta: float | None = option(None, "KL coefficient β, 0: no reference model (default: the preset's)")
+    baseline: str | None = option(None, "baseline (default: the preset's)", choices=BASELINES)
+    scaling: str | None = option(None, "advantage scaling (default: the preset's)", choices=SCALINGS)
+    kl_estimator: str | None = option(None, "KL estimator (default: the preset's)", choices=KL_ESTIMATORS)
+    kl_in: str | None = option(None, "KL in the reward or in the loss (default: the preset's)",
+                               choices=KL_PLACEMENTS)
+    level: str | None = option(None, "sequence, or token-level reward-to-go (default: the preset's)",
+                               choices=LEVELS)
+    aggregation: str | None = option(None, "sum over tokens, per-sequence mean, or mean over the batch's tokens "
+                                           "(default: the preset's)", choices=AGGREGATIONS)
+    prompts: str = option("demo", "a text file with one prompt per line, or 'demo'")
+    completions_per_step: int = option(32, "sampled completions per update, a multiple of k")
+    steps: int = option(100, "updates (may be raised on --resume)", resumable=True)
+    lr: float = option(1e-5, "Adam learning rate")
+    max_grad_norm: float = option(1.0, "gradient clipping, 0 = off")
+    max_new_tokens: int = option(32, "longest completion")
+    temperature: float = option(1.0, "sampling temperature")
+    top_k: int = option(0, "sample from the k most likely tokens, 0 = all")
+    seed: int = option(0, "seed of every random number")
+    checkpoint_every: int = option(10, "steps between checkpoints")
+    sample_every: int = option(10, "steps between logged samples")
+    samples_to_log: int = option(4, "completions logged per logged step", cli=False)
+    threads: int | None = option(None, "torch threads (default: torch's choice)", resumable=True)
+    local_files_only: bool = option(False, "never contact the Hugging Face hub", resumable=True)
 
     def estimator_config(self) -> EstimatorConfig:
         return estimator_config(self.estimator, k=self.k, beta=self.beta, baseline=self.baseline,
@@ -129,12 +136,7 @@ def load_prompts(spec: str | Sequence[str]) -> list[str]:
 
 
 def _plot(records: list[dict], key: str, band: str | None, ylabel: str, title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure((5.5, 3.6))
     x = [r["samples_seen"] for r in records]
     y = [r[key] for r in records]
     ax.plot(x, y, color="tab:blue", lw=1.2)
@@ -242,80 +244,92 @@ class _Run:
         return record, samples
 
 
+class TrainExperiment:
+    """``rlhf train`` as an :class:`~stochgrad.runs.Experiment`: a step is one update.
+
+    Building it loads the model and the reward and tokenizes every prompt, so bad input fails before anything
+    is written; torch's thread count is set for the run's lifetime and restored by :meth:`close`.
+    """
+
+    unit = "step"
+
+    def __init__(self, config: TrainConfig, run_dir: Path, reward_fn: RewardFunction | None = None,
+                 prompts: Sequence[str] | None = None) -> None:
+        self.config = config
+        self.stack = ExitStack()
+        try:
+            prompt_list = load_prompts(list(prompts) if prompts is not None else config.prompts)
+            self.stack.enter_context(torch_threads(config.threads))
+            policy = Policy.from_pretrained(config.model, local_files_only=config.local_files_only,
+                                            temperature=config.temperature, top_k=config.top_k,
+                                            max_new_tokens=config.max_new_tokens)
+            policy.encode(prompt_list)   # every prompt tokenizes and fits, before anything is written
+            if reward_fn is None:
+                reward_fn = make_reward(config.reward, label=config.reward_label,
+                                        local_files_only=config.local_files_only)
+            self.run = _Run(config, policy, reward_fn, prompt_list)
+        except BaseException:
+            self.stack.close()
+            raise
+        self.samples_path = run_dir / "samples.jsonl"
+
+    def stop_reason(self) -> str | None:
+        return "steps" if self.run.step >= self.config.steps else None
+
+    def step(self) -> dict:
+        record, samples = self.run.train_step()
+        for sample in samples:
+            append_jsonl(self.samples_path, sample)
+        return {k: v for k, v in record.items() if k != "step"}
+
+    def progress(self) -> tuple[int, int]:
+        return self.run.step, self.config.steps
+
+    def postfix(self, row: dict) -> dict:
+        return {"reward": f"{row['reward_mean']:.3f}", "kl": f"{row['kl']:.3f}"}
+
+    def state_dict(self) -> dict:
+        return self.run.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.run.load_state_dict(state)
+
+    def restored(self, run_dir: Path, step: int) -> None:
+        """Drop the samples logged after the checkpoint being resumed from."""
+        kept = [r for r in read_jsonl(self.samples_path) if r["step"] <= step]
+        atomic_write_text(self.samples_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
+        finish(run_dir, self.config, rows, self.run.policy)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+RLHF_TRAIN = Command("rlhf train", TrainConfig, TrainExperiment)
+
+
 def run_train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-              callback: Callable[[dict], bool | None] | None = None,
+              callback: Callable[[TrainExperiment, dict], bool | None] | None = None,
               reward_fn: RewardFunction | None = None, prompts: Sequence[str] | None = None) -> TrainResult:
     """Run (or resume) a fine-tuning run into the run directory ``out``.
 
     Args:
-      config: the run's settings; on resume, the saved ones are used (``steps`` may be raised).
+      config: the run's settings; on resume they must equal the saved ones (``steps`` may be raised).
       out: the run directory.
       resume: continue the run in ``out`` from its checkpoint.
       progress: show a progress bar.
-      callback: called with each step's record after it is written; returning True stops the run.
+      callback: ``callback(experiment, record)`` after each step's record is written; True stops the run.
       reward_fn: a reward function object to use instead of ``config.reward`` (for library use; the name saved
         in config.json is then only a label, and resuming needs the same object passed again).
       prompts: a prompt list to use instead of ``config.prompts`` (same remark).
     Returns:
       :class:`TrainResult`.
     """
-    from tqdm.auto import tqdm
-
-    run_dir = Path(out)
-    cfg_path, metrics_path = run_dir / "config.json", run_dir / "metrics.jsonl"
-    samples_path, ckpt_path = run_dir / "samples.jsonl", run_dir / "checkpoint.pt"
-    if resume:
-        if not cfg_path.exists():
-            raise InvalidArgumentError(f"resume: {str(run_dir)!r} holds no run to resume (no config.json)")
-        saved = json.loads(cfg_path.read_text())
-        known = {f.name for f in fields(TrainConfig)}
-        steps = config.steps
-        config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
-        config.steps = max(steps, config.steps)
-    elif cfg_path.exists() and (ckpt_path.exists() or read_jsonl(metrics_path)):
-        raise InvalidArgumentError(f"out: {str(run_dir)!r} already holds a run; pass --resume to continue it or "
-                                   "choose another --out")
-    config.validate()
-    prompt_list = load_prompts(list(prompts) if prompts is not None else config.prompts)
-    with torch_threads(config.threads):
-        policy = Policy.from_pretrained(config.model, local_files_only=config.local_files_only,
-                                        temperature=config.temperature, top_k=config.top_k,
-                                        max_new_tokens=config.max_new_tokens)
-        policy.encode(prompt_list)   # every prompt tokenizes and fits, before anything is written
-        if reward_fn is None:
-            reward_fn = make_reward(config.reward, label=config.reward_label,
-                                    local_files_only=config.local_files_only)
-        run_dir = prepare_run_dir(run_dir)
-        atomic_write_json(cfg_path, asdict(config))
-        run = _Run(config, policy, reward_fn, prompt_list)
-        if resume and ckpt_path.exists():
-            run.load_state_dict(load_checkpoint(ckpt_path))
-        truncate_jsonl(metrics_path, run.step)
-        kept = [s for s in read_jsonl(samples_path) if s["step"] <= run.step]
-        atomic_write_text(samples_path, "".join(json.dumps(s) + "\n" for s in kept))
-        records = read_jsonl(metrics_path)
-        stopped = "steps"
-        bar = tqdm(total=config.steps, initial=run.step, desc=f"rlhf {config.estimator}", disable=not progress,
-                   dynamic_ncols=True)
-        try:
-            while run.step < config.steps:
-                record, samples = run.train_step()
-                append_jsonl(metrics_path, record)
-                for s in samples:
-                    append_jsonl(samples_path, s)
-                records.append(record)
-                if run.step % config.checkpoint_every == 0:
-                    save_checkpoint(ckpt_path, run.state_dict())
-                bar.update(1)
-                bar.set_postfix(reward=f"{record['reward_mean']:.3f}", kl=f"{record['kl']:.3f}")
-                if callback is not None and callback(record):
-                    stopped = "callback"
-                    break
-        finally:
-            bar.close()
-        save_checkpoint(ckpt_path, run.state_dict())
-        finish(run_dir, config, records, policy)
-    return TrainResult(records, run_dir, policy, stopped)
+    command = RLHF_TRAIN if reward_fn is None and prompts is None else Command(
+        RLHF_TRAIN.name, TrainConfig, lambda cfg, run_dir: TrainExperiment(cfg, run_dir, reward_fn, prompts))
+    res = run(command, config, out, resume=resume, progress=progress, callback=callback)
+    return TrainResult(res.rows, res.run_dir, res.experiment.run.policy, res.stopped)
 
 
 def finish(run_dir: Path, config: TrainConfig, records: list[dict], policy: Policy) -> None:

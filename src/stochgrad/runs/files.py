@@ -36,6 +36,24 @@ def prepare_run_dir(path: str | Path, argument: str = "out") -> Path:
     return p
 
 
+def check_writable(path: str | Path, argument: str = "out") -> None:
+    """Raise unless ``path`` could be created and written, creating nothing: the nearest existing folder on its
+    way must be a writable directory.
+
+    Raises:
+      InvalidArgumentError: naming ``argument`` and the reason.
+    """
+    p = Path(path).absolute()
+    first = next(q for q in (p, *p.parents) if q.exists())
+    reason = None
+    if not first.is_dir():
+        reason = f"{str(first)!r} is not a directory"
+    elif not os.access(first, os.W_OK | os.X_OK):
+        reason = f"{str(first)!r} is not writable"
+    if reason:
+        raise InvalidArgumentError(f"{argument}: cannot write the run directory {str(path)!r}: {reason}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and an atomic rename."""
     path = Path(path)

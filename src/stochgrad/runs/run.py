@@ -27,6 +27,7 @@ from stochgrad.runs.config import config_from_dict, config_to_dict, differences,
 from stochgrad.runs.files import (
     append_jsonl,
     atomic_write_json,
+    check_writable,
     load_checkpoint,
     prepare_run_dir,
     read_jsonl,
@@ -172,10 +173,11 @@ def run(command: Command, config: Any, out: str | Path, resume: bool = False, pr
                           "another --out")
     if hasattr(config, "validate"):
         config.validate()
-    prepare_run_dir(run_dir)
-    experiment = command.build(config, run_dir)
+    check_writable(run_dir)
+    experiment = command.build(config, run_dir)       # may still refuse the settings: nothing is written yet
     bar = None
     try:
+        prepare_run_dir(run_dir)
         resolved = experiment.resolved() if hasattr(experiment, "resolved") else {}
         atomic_write_json(run_dir / CONFIG, {"command": command.name, "format": FORMAT,
                                              "config": config_to_dict(config), **resolved})
