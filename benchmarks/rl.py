@@ -272,7 +272,7 @@ def variance(args: argparse.Namespace) -> None:
             continue                                    # measured already
         cfg = VarianceConfig(envs=[env], n=[4, 8], m=[1], k=[2, 4], repeats=args.repeats, warmup=5,
                              max_episode_steps=args.horizon, evaluator=args.evaluator, workers=args.workers)
-        run_variance(cfg, out, progress=False)
+        run_variance(cfg, out, resume=(out / "config.json").exists(), progress=False)   # an interrupted one goes on
     records = []
     for env in ENVS:
         path = RUNS / "variance" / env / "variance.json"

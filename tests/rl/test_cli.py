@@ -47,7 +47,27 @@ def test_variance_writes_a_figure(tmp_path, capsys) -> None:
     assert "| InvertedPendulum-v5 | 2 | 1 | 2 | 8 | ccmvd |" in capsys.readouterr().out
     recs = json.loads((out / "variance.json").read_text())
     assert {r["estimator"] for r in recs} == {"ccmvd", "ccsf"}
-    assert (out / "variance_InvertedPendulum-v5.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "variance_InvertedPendulum-v5.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "config.json").read_text())["command"] == "rl variance"
+
+
+def test_variance_resumes_to_the_same_records(tmp_path) -> None:
+    from stochgrad.rl.variance import VarianceConfig, run_variance
+
+    cfg = dict(envs=["InvertedPendulum-v5", "Pendulum-v1"], n=[2], m=[1, 2], k=[2], repeats=3, warmup=1,
+               max_episode_steps=20, evaluator="serial")
+    full, _ = run_variance(VarianceConfig(**cfg), tmp_path / "full", progress=False)
+    from stochgrad.rl.variance import RL_VARIANCE
+    from stochgrad.runs import run
+
+    def stop(exp, row):
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(RL_VARIANCE, VarianceConfig(**cfg), tmp_path / "cut", progress=False, callback=stop)
+    again, _ = run_variance(VarianceConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    assert len(full) == 8 and again == full
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -8,16 +8,6 @@ import argparse
 from stochgrad.extras import needs_extras
 
 
-def _csv_ints(text: str) -> list[int]:
-    try:
-        out = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return out
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``rl`` with ``train``, ``eval`` and ``variance`` to the ``stochgrad`` command."""
     rl = sub.add_parser("rl", help="episodic RL: linear policies on Gymnasium/MuJoCo by parameter-space search",
@@ -111,6 +101,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_variance(rsub: argparse._SubParsersAction) -> None:
+    from stochgrad.rl.variance import RL_VARIANCE
+    from stochgrad.runs.options import add_run_options
+
     p = rsub.add_parser(
         "variance", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="variance reduction of CCMVD and CCSF against the score function at a fixed policy",
@@ -118,38 +111,22 @@ def _add_variance(rsub: argparse._SubParsersAction) -> None:
             "The thesis's experiment: at a fixed policy (W = 0, or the saved policy of --policy RUN), estimate the\n"
             "gradient many times with CCMVD(N, M, K), CCSF(N, M, K) and an antithetic score function with the same\n"
             "budget 2(N + M*K) episodes, and report 1 - Var(X)/Var(SF) on the chosen components for every\n"
-            "combination of the given N, M and K. Writes variance.json and a grouped-bar PNG per environment."),
+            "combination of the given N, M and K. Writes a run directory: config.json, metrics.jsonl (one line\n"
+            "per environment and (N, M, K)), checkpoint.pt, variance.json, plots/variance_<env>.png, summary.md."),
         epilog="example: stochgrad rl variance --env Hopper-v5,Swimmer-v5 --n 4,8 --m 1 --k 2,4 --out runs/var")
-    p.add_argument("--env", default="Hopper-v5", help="environment id(s), comma-separated (default: Hopper-v5)")
-    p.add_argument("--n", type=_csv_ints, default=[4, 8], help="N values, comma-separated (default: 4,8)")
-    p.add_argument("--m", type=_csv_ints, default=[1], help="M values, comma-separated (default: 1)")
-    p.add_argument("--k", type=_csv_ints, default=[2, 4], help="K values, comma-separated (default: 2,4)")
-    p.add_argument("--repeats", type=int, default=30, help="estimates per estimator and (N,M,K) (default: 30)")
-    p.add_argument("--warmup", type=int, default=5,
-                   help="estimates before measuring, so CCMVD/CCSF have running statistics (default: 5)")
-    p.add_argument("--sigma", type=float, default=None, help="search std (default: ARS's nu for the task)")
-    p.add_argument("--max-episode-steps", type=int, default=None, help="episode horizon (default: the env's)")
-    p.add_argument("--policy", default=None, help="run directory whose saved policy (seed 0) is the fixed policy")
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--evaluator", default="process", choices=["process", "ray", "serial"],
-                   help="where rollouts run (default: local processes)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--ray-address", default=None, help="join a Ray cluster ('auto')")
-    p.add_argument("--out", default="runs/rl-variance", help="output directory (default: runs/rl-variance)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p, RL_VARIANCE, "runs/rl-variance")
     p.set_defaults(run=_run_variance)
     needs_extras(p, "rl")
 
 
 def _run_variance(args: argparse.Namespace) -> int:
-    from stochgrad.rl.variance import VarianceConfig, format_table, run_variance
+    from stochgrad.rl.variance import RL_VARIANCE, format_table, run_variance
+    from stochgrad.runs.options import config_for
 
-    config = VarianceConfig(envs=[e.strip() for e in args.env.split(",") if e.strip()], n=args.n, m=args.m,
-                            k=args.k, repeats=args.repeats, warmup=args.warmup, sigma=args.sigma,
-                            max_episode_steps=args.max_episode_steps, policy=args.policy, seed=args.seed,
-                            evaluator="ray" if args.ray_address else args.evaluator, workers=args.workers,
-                            ray_address=args.ray_address)
-    records, out = run_variance(config, args.out, progress=not args.no_progress)
+    if getattr(args, "ray_address", None) and not hasattr(args, "evaluator"):
+        args.evaluator = "ray"
+    records, out = run_variance(config_for(RL_VARIANCE, args), args.out, resume=args.resume,
+                                progress=not args.no_progress)
     print(format_table(records))
-    print(f"output directory: {out}")
+    print(f"run directory: {out}")
     return 0

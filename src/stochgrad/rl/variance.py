@@ -19,7 +19,7 @@ the task's reward shift, so f is the objective that training maximises.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,12 @@ from stochgrad.estimators.hybrid import CCMVD, CCSF
 from stochgrad.estimators.score_function import ScoreFunction
 from stochgrad.rl.envs import env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
-from stochgrad.rl.parallel import make_evaluator
+from stochgrad.rl.parallel import EVALUATORS, make_evaluator
 from stochgrad.rl.plots import variance_bars
 from stochgrad.rl.rollout import VARIANCE, Episode, episode_seed, run_episode
 from stochgrad.rl.tasks import preset
-from stochgrad.runs.files import atomic_write_json, atomic_write_text, load_checkpoint, prepare_run_dir
+from stochgrad.runs import Command, option, run
+from stochgrad.runs.files import atomic_write_text, load_checkpoint
 
 
 @dataclass
@@ -53,19 +54,19 @@ class VarianceConfig:
       seed, evaluator, workers, ray_address: as for training.
     """
 
-    envs: list[str] = field(default_factory=lambda: ["Hopper-v5"])
-    n: list[int] = field(default_factory=lambda: [4, 8])
-    m: list[int] = field(default_factory=lambda: [1])
-    k: list[int] = field(default_factory=lambda: [2, 4])
-    repeats: int = 30
-    warmup: int = 5
-    sigma: float | None = None
-    max_episode_steps: int | None = None
-    policy: str | None = None
-    seed: int = 0
-    evaluator: str = "process"
-    workers: int | None = None
-    ray_address: str | None = None
+    envs: list[str] = option(["Hopper-v5"], "environment id(s), comma-separated", flags=("--env",))
+    n: list[int] = option([4, 8], "N values, comma-separated")
+    m: list[int] = option([1], "M values, comma-separated")
+    k: list[int] = option([2, 4], "K values, comma-separated")
+    repeats: int = option(30, "estimates per estimator and (N,M,K)")
+    warmup: int = option(5, "estimates before measuring, so CCMVD/CCSF have running statistics")
+    sigma: float | None = option(None, "search std (default: ARS's nu for the task)")
+    max_episode_steps: int | None = option(None, "episode horizon (default: the env's)")
+    policy: str | None = option(None, "run directory of rl train whose saved policy (seed 0) is the fixed policy")
+    seed: int = option(0, "seed")
+    evaluator: str = option("process", "where rollouts run", choices=EVALUATORS, resumable=True)
+    workers: int | None = option(None, "worker processes (default: all cores)", resumable=True)
+    ray_address: str | None = option(None, "join a Ray cluster ('auto'); implies --evaluator ray", resumable=True)
 
     def combos(self) -> list[tuple[int, int, int]]:
         return [(n, m, k) for n in self.n for m in self.m for k in self.k]
@@ -131,56 +132,135 @@ def relative_reduction(x: np.ndarray, chosen: np.ndarray, sf: np.ndarray, center
     return value, (float(np.std(reps, ddof=1)) if len(reps) > 1 else float("nan"))
 
 
-def measure_env(config: VarianceConfig, env: str, evaluator: Any, bar: Any = None) -> list[dict]:
-    """The records of every (N, M, K) and hybrid on one environment."""
-    spec = env_spec(env, config.max_episode_steps)
-    p = preset(env)
-    sigma = config.sigma if config.sigma is not None else (p.noise if p else 0.05)
-    shift = p.shift if p else 0.0
-    w, mean, std = _fixed_policy(config, env, spec.obs_dim, spec.n_params)
-    dist = Normal(torch.as_tensor(w), torch.full((spec.n_params,), sigma, dtype=torch.float64))
-    low, high = np.array(spec.low), np.array(spec.high)
-    counter = [0]
+class _EnvContext:
+    """What measuring on one environment needs: its search distribution at the fixed policy and f."""
 
-    def f(points: torch.Tensor) -> torch.Tensor:
-        it = counter[0]
-        counter[0] += 1
-        eps = [Episode(env, pt.numpy(), mean, std, low, high, episode_seed(config.seed, it, i, VARIANCE),
-                       spec.max_episode_steps, shift, "clip", False) for i, pt in enumerate(points)]
-        res = evaluator.map(run_episode, eps)
-        if bar is not None:
-            bar.update(len(eps))
-        return torch.tensor([r.shifted_return for r in res], dtype=torch.float64)
+    def __init__(self, config: VarianceConfig, env: str, experiment: VarianceExperiment) -> None:
+        spec = env_spec(env, config.max_episode_steps)
+        p = preset(env)
+        self.env, self.spec = env, spec
+        self.sigma = config.sigma if config.sigma is not None else (p.noise if p else 0.05)
+        shift = p.shift if p else 0.0
+        w, mean, std = _fixed_policy(config, env, spec.obs_dim, spec.n_params)
+        self.dist = Normal(torch.as_tensor(w), torch.full((spec.n_params,), self.sigma, dtype=torch.float64))
+        low, high = np.array(spec.low), np.array(spec.high)
 
+        def f(points: torch.Tensor) -> torch.Tensor:
+            it = experiment.calls
+            experiment.calls += 1
+            eps = [Episode(env, pt.numpy(), mean, std, low, high, episode_seed(config.seed, it, i, VARIANCE),
+                           spec.max_episode_steps, shift, "clip", False) for i, pt in enumerate(points)]
+            res = experiment.evaluator.map(run_episode, eps)
+            experiment.episodes += len(eps)
+            return torch.tensor([r.shifted_return for r in res], dtype=torch.float64)
+
+        self.f = f
+
+
+def measure_combo(config: VarianceConfig, ctx: _EnvContext, n: int, m: int, k: int,
+                  gen: torch.Generator) -> list[dict]:
+    """The records of CCMVD(N, M, K) and CCSF(N, M, K) against the score function on one environment."""
+    f, dist, n_params = ctx.f, ctx.dist, ctx.spec.n_params
+    budget = 2 * (n + m * k)
+    sf = ScoreFunction(budget, baseline="loo", antithetic=True)
+    sf_grads = np.stack([sf.estimate(f, dist, gen, ("loc",)).grad["loc"].numpy() for _ in range(config.repeats)])
+    runs = {}
+    for name, cls in (("ccmvd", CCMVD), ("ccsf", CCSF)):
+        est = cls(n_samples=n, samples_per_dim=m, k=k)
+        for _ in range(config.warmup):
+            est.estimate(f, dist, gen, ("loc",))
+        grads, chosen = [], []
+        for _ in range(config.repeats):
+            g = est.estimate(f, dist, gen, ("loc",))
+            grads.append(g.grad["loc"].numpy())
+            mask = np.zeros(n_params, dtype=bool)
+            mask[g.info["components"]["loc"].numpy().reshape(-1)] = True
+            chosen.append(mask)
+        runs[name] = (np.stack(grads), np.stack(chosen))
+    center = np.concatenate([sf_grads, *[g for g, _ in runs.values()]]).mean(0)
     records = []
-    gen = torch.Generator().manual_seed(config.seed)
-    for n, m, k in config.combos():
-        if k > spec.n_params:
-            raise InvalidArgumentError(f"k: {env} has {spec.n_params} policy parameters; got K={k}")
-        budget = 2 * (n + m * k)
-        sf = ScoreFunction(budget, baseline="loo", antithetic=True)
-        sf_grads = np.stack([sf.estimate(f, dist, gen, ("loc",)).grad["loc"].numpy()
-                             for _ in range(config.repeats)])
-        runs = {}
-        for name, cls in (("ccmvd", CCMVD), ("ccsf", CCSF)):
-            est = cls(n_samples=n, samples_per_dim=m, k=k)
-            for _ in range(config.warmup):
-                est.estimate(f, dist, gen, ("loc",))
-            grads, chosen = [], []
-            for _ in range(config.repeats):
-                g = est.estimate(f, dist, gen, ("loc",))
-                grads.append(g.grad["loc"].numpy())
-                mask = np.zeros(spec.n_params, dtype=bool)
-                mask[g.info["components"]["loc"].numpy().reshape(-1)] = True
-                chosen.append(mask)
-            runs[name] = (np.stack(grads), np.stack(chosen))
-        center = np.concatenate([sf_grads, *[g for g, _ in runs.values()]]).mean(0)
-        for name, (grads, chosen) in runs.items():
-            red, se = relative_reduction(grads, chosen, sf_grads, center)
-            records.append({"env": env, "n": n, "m": m, "k": k, "budget": budget, "estimator": name,
-                            "reduction": red, "stderr": se, "components": int(chosen.any(0).sum()),
-                            "repeats": config.repeats, "sigma": sigma, "horizon": spec.max_episode_steps})
+    for name, (grads, chosen) in runs.items():
+        red, se = relative_reduction(grads, chosen, sf_grads, center)
+        records.append({"env": ctx.env, "n": n, "m": m, "k": k, "budget": budget, "estimator": name,
+                        "reduction": red, "stderr": se, "components": int(chosen.any(0).sum()),
+                        "repeats": config.repeats, "sigma": ctx.sigma, "horizon": ctx.spec.max_episode_steps})
     return records
+
+
+class VarianceExperiment:
+    """``rl variance`` as an :class:`~stochgrad.runs.Experiment`: a step measures one (environment, N, M, K).
+
+    Each environment starts a generator from ``seed`` and numbers its calls of f from 0, so its records do not
+    depend on the other environments; the checkpoint holds the generator's state and the call counter.
+    """
+
+    unit = "episode"
+
+    def __init__(self, config: VarianceConfig, run_dir: Path | None = None, evaluator: Any = None) -> None:
+        self.config = config
+        self.items = [(env, combo) for env in config.envs for combo in config.combos()]
+        for env in config.envs:                          # every K fits every environment, before any work
+            n_params = env_spec(env, config.max_episode_steps).n_params
+            for _, _, k in config.combos():
+                if k > n_params:
+                    raise InvalidArgumentError(f"k: {env} has {n_params} policy parameters; got K={k}")
+            _fixed_policy(config, env, env_spec(env, config.max_episode_steps).obs_dim, n_params)
+        self.own = evaluator is None
+        self.evaluator = evaluator if evaluator is not None else make_evaluator(config.evaluator, config.workers,
+                                                                                 config.ray_address)
+        self.next = self.calls = self.episodes = 0
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.ctx: _EnvContext | None = None
+
+    def stop_reason(self) -> str | None:
+        return "done" if self.next >= len(self.items) else None
+
+    def step(self) -> dict:
+        env, (n, m, k) = self.items[self.next]
+        if self.next == 0 or self.items[self.next - 1][0] != env:      # a new environment starts afresh
+            self.gen, self.calls = torch.Generator().manual_seed(self.config.seed), 0
+        if self.ctx is None or self.ctx.env != env:
+            self.ctx = _EnvContext(self.config, env, self)
+        records = measure_combo(self.config, self.ctx, n, m, k, self.gen)
+        self.next += 1
+        return {"env": env, "n": n, "m": m, "k": k, "records": records}
+
+    def progress(self) -> tuple[int, int]:
+        c = self.config
+        per = sum(2 * (n + m * k) * (c.repeats * 3 + 2 * c.warmup) for n, m, k in c.combos())
+        return self.episodes, per * len(c.envs)
+
+    def state_dict(self) -> dict:
+        return {"next": self.next, "calls": self.calls, "episodes": self.episodes, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next, self.calls, self.episodes = int(state["next"]), int(state["calls"]), int(state["episodes"])
+        self.gen.set_state(state["gen"])
+
+    def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
+        """``variance.json`` (every record), ``plots/variance_<env>.png`` and ``summary.md``."""
+        records = records_of(rows)
+        atomic_write_text(run_dir / "variance.json", json.dumps(records, indent=1) + "\n")
+        for env in self.config.envs:
+            mine = [r for r in records if r["env"] == env]
+            if mine:
+                variance_bars(mine, run_dir / "plots" / f"variance_{env}.png",
+                              f"{env}: 1 − Var/Var(SF) on the chosen components ({self.config.repeats} estimates "
+                              "each)")
+        atomic_write_text(run_dir / "summary.md", "# stochgrad rl variance\n\n" + format_table(records) + "\n")
+
+    def close(self) -> None:
+        if self.own and self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
+
+
+RL_VARIANCE = Command("rl variance", VarianceConfig, VarianceExperiment)
+
+
+def records_of(rows: list[dict]) -> list[dict]:
+    """The records of every metrics row, in order."""
+    return [rec for row in rows for rec in row["records"]]
 
 
 def format_table(records: list[dict]) -> str:
@@ -193,34 +273,11 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_variance(config: VarianceConfig, out: str | Path, progress: bool = True, evaluator: Any = None,
-                 ) -> tuple[list[dict], Path]:
-    """Run the experiment on every environment; write config.json, variance.json, variance_<env>.png and
-    summary.md into ``out``."""
-    config.validate()
-    out_dir = prepare_run_dir(out)
-    atomic_write_json(out_dir / "config.json", asdict(config))
-    own = evaluator is None
-    evaluator = evaluator if evaluator is not None else make_evaluator(config.evaluator, config.workers,
-                                                                        config.ray_address)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        per_env = sum(2 * (n + m * k) * (config.repeats * 3 + 2 * config.warmup) for n, m, k in config.combos())
-        bar = tqdm(total=per_env * len(config.envs), unit="episode", desc="variance", dynamic_ncols=True)
-    records: list[dict] = []
-    try:
-        for env in config.envs:
-            recs = measure_env(config, env, evaluator, bar)
-            records += recs
-            atomic_write_text(out_dir / "variance.json", json.dumps(records, indent=1) + "\n")
-            variance_bars(recs, out_dir / f"variance_{env}.png",
-                          f"{env}: 1 − Var/Var(SF) on the chosen components ({config.repeats} estimates each)")
-    finally:
-        if bar is not None:
-            bar.close()
-        if own:
-            evaluator.close()
-    atomic_write_text(out_dir / "summary.md", "# stochgrad rl variance\n\n" + format_table(records) + "\n")
-    return records, out_dir
+def run_variance(config: VarianceConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                 evaluator: Any = None) -> tuple[list[dict], Path]:
+    """Run the experiment on every environment through the one run abstraction into ``out`` (``resume``
+    continues an interrupted one); returns the records and the run directory."""
+    command = RL_VARIANCE if evaluator is None else Command(
+        RL_VARIANCE.name, VarianceConfig, lambda cfg, run_dir: VarianceExperiment(cfg, run_dir, evaluator))
+    res = run(command, config, out, resume=resume, progress=progress)
+    return records_of(res.rows), res.run_dir
