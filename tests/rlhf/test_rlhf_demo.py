@@ -22,6 +22,21 @@ def test_the_demo_writes_its_run_directory_and_reuses_it(tmp_path) -> None:
     printed = "\n".join(lines)
     assert "gain/1k compl." in printed and "examples (same prompts and random numbers), before:" in printed
     assert "after rloo:" in printed
+    trained = (out / "rloo" / "metrics.jsonl").read_text()
     again: list[str] = []
-    run_demo(config, out, progress=False, log=again.append)
-    assert any("reusing" in line for line in again)
+    repeat = run_demo(config, out, resume=True, progress=False, log=again.append)      # finished: nothing redone
+    assert repeat["results"] == summary["results"] and (out / "rloo" / "metrics.jsonl").read_text() == trained
+    assert not any("pretraining" in line or "fine-tuning" in line for line in again)
+    assert any("gain/1k compl." in line for line in again)
+    fresh: list[str] = []
+    run_demo(config, tmp_path / "other", progress=False, log=fresh.append)
+    assert not any("reusing" in line for line in fresh)
+    (tmp_path / "other" / "config.json").unlink()                 # as if only `rlhf pretrain` had run there
+    for p in (tmp_path / "other").iterdir():
+        if p.name != "base-model":
+            import shutil
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    reused: list[str] = []
+    again_summary = run_demo(config, tmp_path / "other", progress=False, log=reused.append)
+    assert any("reusing" in line for line in reused)
+    assert again_summary["results"]["rloo"]["after"] == summary["results"]["rloo"]["after"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import pytest
@@ -63,11 +65,21 @@ def test_measure_on_the_tiny_model(tiny_model_dir) -> None:
     assert proj.projections == 16 and proj.trace_variance > 0
 
 
-def test_the_variance_command(tiny_model_dir, capsys) -> None:
-    assert main(["rlhf", "variance", "--model", str(tiny_model_dir), "--estimators", "rloo,grpo",
-                 "--completions", "8", "--repeats", "3", "--max-new-tokens", "6", "--no-progress"]) == 0
+def test_the_variance_command(tiny_model_dir, capsys, tmp_path) -> None:
+    run = tmp_path / "var"
+    args = ["rlhf", "variance", "--model", str(tiny_model_dir), "--estimators", "rloo,grpo", "--completions", "8",
+            "--repeats", "3", "--max-new-tokens", "6", "--no-progress", "--out", str(run)]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "rloo" in out and "grpo" in out and "cos to mean" in out
+    saved = json.loads((run / "variance.json").read_text())
+    assert [s["name"] for s in saved] == ["rloo", "grpo"] and saved[0]["repeats"] == 3
+    assert (run / "plots" / "relative_variance.png").read_bytes()[:4] == b"\x89PNG"
+    assert "cos to mean" in (run / "summary.md").read_text()
+    assert main([*args, "--resume"]) == 0                              # finished: the same table again
+    assert capsys.readouterr().out == out.replace(str(run), str(run))
+    bad = tmp_path / "bad"
     assert main(["rlhf", "variance", "--model", str(tiny_model_dir), "--estimators", "rloo", "--completions",
-                 "6", "--repeats", "3", "--no-progress"]) == 2
+                 "6", "--repeats", "3", "--no-progress", "--out", str(bad)]) == 2
     assert "completions: 6 sampled completions per estimate is not a multiple of k=4" in capsys.readouterr().err
+    assert not bad.exists()

@@ -9,7 +9,6 @@ checkpoint (the metrics are cut back to it) and gives exactly what an uninterrup
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

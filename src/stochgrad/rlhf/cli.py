@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from stochgrad.extras import needs_extras
+from stochgrad.rlhf.demo import RLHF_DEMO
 from stochgrad.rlhf.estimators import PRESETS
+from stochgrad.rlhf.variance import RLHF_VARIANCE
 from stochgrad.rlhf.trainer import RLHF_TRAIN
 from stochgrad.runs.options import add_run_options
 
@@ -15,10 +17,6 @@ PRESET_HELP = {
     "grpo": "Shao et al. 2024: k=4, (r - group mean) / group std, k3 KL in the loss, per-sequence token mean",
     "reinforce++": "Hu 2025: k=1, k1 KL per token in the reward, reward-to-go, batch-whitened, token mean",
 }
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,18 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         description="Fully offline: generate a corpus, train a tokenizer, pretrain a tiny GPT-2, "
                                     "measure each estimator's\ngradient variance, fine-tune towards positive VADER "
                                     "sentiment with each, and compare before/after\n(reward, KL, example texts). "
-                                    "A few minutes on 2 CPU cores; rerunning reuses finished parts.")
-    d.add_argument("--estimators", type=_csv, default=["reinforce", "rloo", "grpo"],
-                   help="comma-separated presets (default: reinforce,rloo,grpo)")
-    d.add_argument("--steps", type=int, default=60, help="updates per estimator (default: 60)")
-    d.add_argument("--completions-per-step", type=int, default=32, help="default: 32")
-    d.add_argument("--lr", type=float, default=5e-4, help="default: 5e-4")
-    d.add_argument("--repeats", type=int, default=24, help="estimates per gradient-variance measurement (default: 24)")
-    d.add_argument("--pretrain-steps", type=int, default=600, help="default: 600")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, fastest for a tiny model)")
-    d.add_argument("--out", default="runs/rlhf-demo", help="run directory (default: runs/rlhf-demo)")
-    d.add_argument("--no-progress", action="store_true")
+                                    "A few minutes on 2 CPU cores; --resume continues an interrupted demo\nand "
+                                    "reuses what is finished.")
+    add_run_options(d, RLHF_DEMO, "runs/rlhf-demo")
     d.set_defaults(run=_run_demo)
     needs_extras(d, "rlhf")
 
@@ -70,24 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "--model, with --completions sampled\ncompletions per estimate for every "
                                     "estimator; print the trace of the gradient covariance, the relative\nvariance "
                                     "(trace / squared norm of the mean) and the cosine of each estimate to the mean "
-                                    "of the others.",
+                                    "of the others.\nWrites a run directory: config.json, metrics.jsonl (one line "
+                                    "per estimator), checkpoint.pt,\nvariance.json, plots/relative_variance.png, "
+                                    "summary.md.",
                         epilog="example: stochgrad rlhf variance --model runs/rlhf-demo/base-model --estimators "
                                "reinforce,rloo,grpo --completions 32 --repeats 32")
-    v.add_argument("--model", required=True)
-    v.add_argument("--reward", default="vader")
-    v.add_argument("--reward-label", type=int, default=None)
-    v.add_argument("--estimators", type=_csv, default=["reinforce", "rloo", "grpo", "reinforce++"])
-    v.add_argument("--beta", type=float, default=None, help="KL coefficient for every estimator (default: preset's)")
-    v.add_argument("--prompts", default="demo")
-    v.add_argument("--completions", type=int, default=32, help="sampled completions per estimate (default: 32)")
-    v.add_argument("--repeats", type=int, default=32, help="estimates per estimator (default: 32)")
-    v.add_argument("--projections", type=int, default=None,
-                   help="measure on this many random projections instead of all parameters (large models)")
-    v.add_argument("--max-new-tokens", type=int, default=32)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--threads", type=int, default=None)
-    v.add_argument("--local-files-only", action="store_true")
-    v.add_argument("--no-progress", action="store_true")
+    add_run_options(v, RLHF_VARIANCE, "runs/rlhf-variance")
     v.set_defaults(run=_run_variance)
     needs_extras(v, "rlhf")
 
@@ -119,48 +96,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from stochgrad.rlhf.demo import DemoConfig, run_demo
+    from stochgrad.rlhf.demo import run_demo
+    from stochgrad.runs.options import config_for
 
-    config = DemoConfig(estimators=tuple(args.estimators), steps=args.steps,
-                        completions_per_step=args.completions_per_step, lr=args.lr, variance_repeats=args.repeats,
-                        pretrain_steps=args.pretrain_steps, seed=args.seed, threads=args.threads)
-    run_demo(config, args.out, progress=not args.no_progress)
+    run_demo(config_for(RLHF_DEMO, args), args.out, resume=args.resume, progress=not args.no_progress)
     return 0
 
 
 def _run_variance(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from stochgrad.rlhf.variance import format_table, run_variance
+    from stochgrad.runs.options import config_for
 
-    from stochgrad.errors import InvalidArgumentError
-    from stochgrad.rlhf._threads import torch_threads
-    from stochgrad.rlhf.diagnostics import measure
-    from stochgrad.rlhf.estimators import estimator_config
-    from stochgrad.rlhf.policy import Policy
-    from stochgrad.rlhf.rewards import make_reward
-    from stochgrad.rlhf.trainer import load_prompts
-
-    if not args.estimators:
-        raise InvalidArgumentError("estimators: name at least one estimator")
-    configs = {n: estimator_config(n, beta=args.beta) for n in args.estimators}
-    prompts = load_prompts(args.prompts)
-    with torch_threads(args.threads):
-        policy = Policy.from_pretrained(args.model, max_new_tokens=args.max_new_tokens,
-                                        local_files_only=args.local_files_only)
-        reward = make_reward(args.reward, label=args.reward_label, local_files_only=args.local_files_only)
-        reference = policy.reference() if any(c.beta > 0 for c in configs.values()) else None
-        bar = tqdm(total=args.repeats * len(configs), desc="variance", disable=args.no_progress, leave=False)
-        rows = [measure(policy, reference, reward, prompts, c, args.completions, args.repeats, name=n,
-                        seed=args.seed, projections=args.projections, progress=lambda: bar.update(1))
-                for n, c in configs.items()]
-        bar.close()
-    what = f"{args.projections} random projections" if args.projections else "all parameters"
-    print(f"{args.completions} sampled completions per estimate, {args.repeats} repeats, {what}")
-    print(f"{'estimator':<12} {'k':>2} {'trace var':>11} {'|E g|^2':>11} {'relative (± se)':>16} "
-          f"{'cos to mean':>11} {'reward':>7} {'s/estimate':>10}")
-    for s in rows:
-        rel = f"{s.relative_variance:.3g} ± {s.relative_variance_se:.2g}"
-        print(f"{s.name:<12} {s.k:>2} {s.trace_variance:>11.4g} {s.mean_norm_sq:>11.4g} {rel:>16} "
-              f"{s.cosine:>11.3f} {s.reward:>7.3f} {s.seconds_per_estimate:>10.3f}")
+    config = config_for(RLHF_VARIANCE, args)
+    stats, run_dir = run_variance(config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(format_table(stats, config))
+    print(f"run directory: {run_dir}")
     return 0
 
 

@@ -124,13 +124,8 @@ def gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: Rewa
     Returns:
       The estimates ``[R, D or m]`` of +∇J (ascent direction), the mean reward, seconds per estimate.
     """
-    if completions % config.k:
-        raise BudgetError(f"completions: {completions} sampled completions per estimate is not a multiple of "
-                          f"k={config.k}")
+    check_completions(completions, config, len(prompts))
     n_prompts = completions // config.k
-    if n_prompts > len(prompts):
-        raise InvalidArgumentError(f"prompts: {completions} completions with k={config.k} need {n_prompts} "
-                                   f"distinct prompts; the prompt set has {len(prompts)}")
     est = PolicyGradient(config)
     params = [p for p in policy.parameters() if p.requires_grad]
     out, rewards = [], []
@@ -158,6 +153,22 @@ def gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: Rewa
         if progress is not None:
             progress()
     return torch.stack(out), sum(rewards) / len(rewards), elapsed / max(1, repeats)
+
+
+def check_completions(completions: int, config: EstimatorConfig, n_prompts: int | None = None) -> None:
+    """Raise unless ``completions`` per estimate is a multiple of k and, given the prompt count, needs no more
+    distinct prompts than there are.
+
+    Raises:
+      BudgetError / InvalidArgumentError: naming ``completions`` or ``prompts``.
+    """
+    if completions % config.k:
+        raise BudgetError(f"completions: {completions} sampled completions per estimate is not a multiple of "
+                          f"k={config.k}")
+    need = completions // config.k
+    if n_prompts is not None and need > n_prompts:
+        raise InvalidArgumentError(f"prompts: {completions} completions with k={config.k} need {need} "
+                                   f"distinct prompts; the prompt set has {n_prompts}")
 
 
 def measure(policy: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: Sequence[str],
