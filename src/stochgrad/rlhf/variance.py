@@ -8,6 +8,7 @@ others). The run directory holds ``config.json``, ``metrics.jsonl`` (one row per
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,8 @@ class VarianceExperiment:
         atomic_write_json(run_dir / "variance.json", stats)
         fig, ax = new_figure((5.5, 3.4))
         ax.bar([s["name"] for s in stats], [s["relative_variance"] for s in stats],
-               yerr=[s["relative_variance_se"] for s in stats], color="tab:blue", alpha=0.8, capsize=3)
+               yerr=[s["relative_variance_se"] if math.isfinite(s["relative_variance_se"]) else 0.0 for s in stats],
+               color="tab:blue", alpha=0.8, capsize=3)
         ax.set_ylabel("relative variance trace / ‖E ĝ‖²")
         ax.set_title(f"{self.config.completions} completions per estimate, {self.config.repeats} repeats",
                      fontsize=9)
