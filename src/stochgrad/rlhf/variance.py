@@ -102,8 +102,9 @@ class VarianceExperiment:
         stats = [{k: v for k, v in r.items() if k != "step"} for r in rows]
         atomic_write_json(run_dir / "variance.json", stats)
         fig, ax = new_figure((5.5, 3.4))
-        ax.bar([s["name"] for s in stats], [s["relative_variance"] for s in stats],
-               yerr=[s["relative_variance_se"] if math.isfinite(s["relative_variance_se"]) else 0.0 for s in stats],
+        shown = [s for s in stats if math.isfinite(s["relative_variance"])]   # a zero mean gradient has none
+        ax.bar([s["name"] for s in shown], [s["relative_variance"] for s in shown],
+               yerr=[s["relative_variance_se"] if math.isfinite(s["relative_variance_se"]) else 0.0 for s in shown],
                color="tab:blue", alpha=0.8, capsize=3)
         ax.set_ylabel("relative variance trace / ‖E ĝ‖²")
         ax.set_title(f"{self.config.completions} completions per estimate, {self.config.repeats} repeats",
