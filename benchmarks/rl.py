@@ -51,7 +51,7 @@ def _config(env: str, method: str, seed: int, evaluator: str):
 
 
 def thresholds(args: argparse.Namespace) -> None:
-    from stochgrad.rl.parallel import make_evaluator
+    from stochgrad.evaluators import make_evaluator
     from stochgrad.rl.run import run_train
 
     ev = make_evaluator(args.evaluator, args.workers)

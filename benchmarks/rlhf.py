@@ -159,7 +159,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def variance(base: str, repeats: int) -> dict:
-    from stochgrad.rlhf._threads import torch_threads
+    from stochgrad.runs.threads import torch_threads
     from stochgrad.rlhf.demo_data import TRAIN_PROMPTS
     from stochgrad.rlhf.diagnostics import measure
     from stochgrad.rlhf.estimators import estimator_config
@@ -206,7 +206,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = out / "base-model"
     if not (base / "config.json").exists():
-        from stochgrad.rlhf._threads import torch_threads
+        from stochgrad.runs.threads import torch_threads
         from stochgrad.rlhf.tiny import build_pretrained
         with torch_threads(1):
             build_pretrained(base, seed=0)

@@ -97,7 +97,7 @@ def _prepare(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
     for fixture in block.marker.get("fixtures", []):
         assert fixture == "tiny-lm", f"{block.id}: unknown fixture {fixture!r}"
-        from stochgrad.rlhf._threads import torch_threads
+        from stochgrad.runs.threads import torch_threads
         from stochgrad.rlhf.tiny import build_pretrained
 
         with torch_threads(1):

@@ -16,7 +16,7 @@ pytest.importorskip("vaderSentiment")
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models run fastest, and reproducibly, on one thread (see stochgrad.rlhf._threads)."""
+    """Tiny models run fastest, and reproducibly, on one thread (see stochgrad.runs.threads)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -26,7 +26,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny GPT-2 briefly pretrained on the demo corpus (a few seconds), saved with its tokenizer."""
-    from stochgrad.rlhf._threads import torch_threads
+    from stochgrad.runs.threads import torch_threads
     from stochgrad.rlhf.tiny import build_pretrained
 
     with torch_threads(1):

@@ -20,8 +20,6 @@ from torch import Tensor
 from stochgrad.distributions.base import Family
 from stochgrad.errors import EvaluationError, InvalidArgumentError
 
-#: f maps points ``[B, *batch_shape, D]`` to values ``[B, *batch_shape]``.
-BatchFunction = Callable[[Tensor], Tensor]
 #: An evaluator maps (f, points) to values; see :mod:`stochgrad.evaluators`.
 Evaluator = Callable[[Callable, Tensor], Tensor]
 

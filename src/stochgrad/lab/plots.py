@@ -5,17 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
+import matplotlib.ticker
 import torch  # noqa: E402
 
-from stochgrad.estimators.registry import make_estimator  # noqa: E402
-from stochgrad.lab.functions import BenchmarkFunction  # noqa: E402
-from stochgrad.lab.metrics import Problem, repeated_estimates  # noqa: E402
-from stochgrad.runs.files import save_figure  # noqa: E402
+from stochgrad.estimators.registry import make_estimator
+from stochgrad.lab.functions import BenchmarkFunction
+from stochgrad.lab.metrics import Problem, repeated_estimates
+from stochgrad.runs.files import new_figure, save_figure
 
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray"]
@@ -38,7 +34,7 @@ def arrows_2d(function: BenchmarkFunction, estimators: Sequence[str], budget: in
         clouds[name] = (g, n_evals)
     reach = max(float(torch.quantile(g.norm(dim=-1), 0.9)) for g, _ in clouds.values())
     reach = 1.15 * max(reach, float(exact.norm()))
-    fig, axes = plt.subplots(1, len(estimators), figsize=(3.2 * len(estimators), 3.8), squeeze=False)
+    fig, axes = new_figure((3.2 * len(estimators), 3.8), 1, len(estimators), squeeze=False)
     for ax, name in zip(axes[0], estimators):
         g, n_evals = clouds[name]
         col = _colour(estimators, name)
@@ -68,7 +64,7 @@ def _against_evals(records: list[dict], function: str, metric: str, ylabel: str,
     rows = [r for r in records if r["function"] == function]
     dims = sorted({r["dim"] for r in rows})
     names = list(dict.fromkeys(r["estimator"] for r in rows))
-    fig, axes = plt.subplots(1, len(dims), figsize=(4.0 * len(dims), 3.4), squeeze=False, sharey=log_y)
+    fig, axes = new_figure((4.0 * len(dims), 3.4), 1, len(dims), squeeze=False, sharey=log_y)
     for ax, dim in zip(axes[0], dims):
         for name in names:
             pts = sorted((r["n_evals"], r[metric], r.get(band) if band else None) for r in rows

@@ -84,7 +84,7 @@ def _add_eval(rsub: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from stochgrad.rl.parallel import make_evaluator
+    from stochgrad.evaluators import make_evaluator
     from stochgrad.rl.run import run_eval
 
     ev = make_evaluator(args.evaluator, args.workers)

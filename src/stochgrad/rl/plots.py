@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from stochgrad.runs.files import save_figure
+from stochgrad.runs.files import new_figure, save_figure
 
 
 def curve_on_grid(rows: Sequence[dict], grid: np.ndarray, key: str = "eval_return") -> np.ndarray:
@@ -35,7 +31,7 @@ def reward_curve(runs: dict[str, Sequence[Sequence[dict]]], path: Path, title: s
       path: the PNG to write.
       threshold: drawn as a dashed line (ARS's reward threshold).
     """
-    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    fig, ax = new_figure((6.0, 3.8))
     for i, (label, seeds) in enumerate(runs.items()):
         seeds = [s for s in seeds if s]
         if not seeds:
@@ -71,7 +67,7 @@ def variance_bars(records: Sequence[dict], path: Path, title: str) -> Path:
     """
     configs = sorted({(r["n"], r["m"], r["k"]) for r in records})
     names = [e for e in ("ccmvd", "ccsf") if any(r["estimator"] == e for r in records)]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(configs) + 1.5), 3.6))
+    fig, ax = new_figure((max(4.5, 1.3 * len(configs) + 1.5), 3.6))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(configs))
     for j, name in enumerate(names):

@@ -112,8 +112,3 @@ def run_episode(ep: Episode) -> EpisodeResult:
             states.append(np.asarray(obs, dtype=np.float64))
     stats = StateStats.of(np.stack(states)) if states is not None else None
     return EpisodeResult(total, shifted, t, stats)
-
-
-def run_episodes(episodes: list[Episode]) -> list[EpisodeResult]:
-    """:func:`run_episode` on each, in order."""
-    return [run_episode(ep) for ep in episodes]

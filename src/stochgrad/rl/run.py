@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from stochgrad.errors import InvalidArgumentError
-from stochgrad.rl.parallel import make_evaluator
+from stochgrad.evaluators import make_evaluator
 from stochgrad.rl.plots import reward_curve
 from stochgrad.rl.rollout import Episode, episode_seed, run_episode
 from stochgrad.rl.tasks import preset

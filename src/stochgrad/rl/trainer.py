@@ -35,7 +35,7 @@ from stochgrad.optim.shaping import centered_ranks
 from stochgrad.rl.ars import ARS, ars_used
 from stochgrad.rl.envs import EnvSpec, env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
-from stochgrad.rl.parallel import EVALUATORS
+from stochgrad.evaluators import EVALUATORS
 from stochgrad.rl.policy import ACTIONS
 from stochgrad.rl.rollout import EVAL, TRAIN, Episode, EpisodeResult, episode_seed, run_episode
 from stochgrad.rl.tasks import preset
@@ -201,7 +201,7 @@ class Trainer:
       config: the run's settings.
       seed: this run's seed (the plan's perturbations and every episode seed derive from it).
       evaluator: where the episodes run (anything with ``map(fn, items)``); see
-        :func:`stochgrad.rl.parallel.make_evaluator`.
+        :func:`stochgrad.evaluators.make_evaluator`.
 
     Attributes:
       iteration, episodes, steps: counts of training iterations, episodes and environment steps so far.

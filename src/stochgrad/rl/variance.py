@@ -32,7 +32,7 @@ from stochgrad.estimators.hybrid import CCMVD, CCSF
 from stochgrad.estimators.score_function import ScoreFunction
 from stochgrad.rl.envs import env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
-from stochgrad.rl.parallel import EVALUATORS, make_evaluator
+from stochgrad.evaluators import EVALUATORS, make_evaluator
 from stochgrad.rl.plots import variance_bars
 from stochgrad.rl.rollout import VARIANCE, Episode, episode_seed, run_episode
 from stochgrad.rl.tasks import preset

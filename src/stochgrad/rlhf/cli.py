@@ -115,7 +115,7 @@ def _run_variance(args: argparse.Namespace) -> int:
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from stochgrad.rlhf._threads import torch_threads
+    from stochgrad.runs.threads import torch_threads
     from stochgrad.rlhf.tiny import build_pretrained
 
     with torch_threads(args.threads):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stochgrad.errors import InvalidArgumentError
-from stochgrad.rlhf._threads import torch_threads
+from stochgrad.runs.threads import torch_threads
 from stochgrad.runs import Command, config_to_dict, option, run
 from stochgrad.runs.files import atomic_write_json, atomic_write_text, new_figure, read_jsonl, save_figure
 

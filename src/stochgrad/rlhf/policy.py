@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.errors import InvalidArgumentError
+from stochgrad.runs.files import atomic_write_dir
 
 
 @dataclass
@@ -293,6 +294,15 @@ class Policy:
         token = logp.gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
         return token.masked_fill(rollout.completion_mask == 0, 0.0)
 
-    def sequence_log_probs(self, rollout: Rollout) -> Tensor:
-        """log π_θ(y | x) of every completion, ``[B]``."""
-        return self.token_log_probs(rollout).sum(1)
+
+
+def save_pretrained_atomic(model, tokenizer, path: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+    """``save_pretrained`` of model and tokenizer (and ``extra_files``: name → text) into ``path`` atomically
+    (:func:`stochgrad.runs.files.atomic_write_dir`): the old complete directory or the new one, never half."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+
+    return atomic_write_dir(path, write)

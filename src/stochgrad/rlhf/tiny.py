@@ -9,14 +9,13 @@ next-token prediction. :func:`build_pretrained` saves tokenizer and model to a d
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from stochgrad.rlhf.policy import save_pretrained_atomic
 
 EOS = "<|endoftext|>"
 PAD = "<pad>"
@@ -114,30 +113,6 @@ def pretrain(model, ids: torch.Tensor, mask: torch.Tensor, steps: int = 600, bat
     model.eval()
     tail = losses[-20:]
     return PretrainResult(steps, losses[0], sum(tail) / len(tail), time.perf_counter() - t0)
-
-
-def save_pretrained_atomic(model, tokenizer, path: str | Path, extra_files: dict[str, str] | None = None) -> Path:
-    """``save_pretrained`` of model and tokenizer (and ``extra_files``: name → text) into a fresh directory,
-    then renamed into place, so ``path`` is either the old complete directory or the new one, never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
-            os.replace(path, old / "x")
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def build_pretrained(out: str | Path, n_sentences: int = 20000, steps: int = 600, vocab_size: int = 512,

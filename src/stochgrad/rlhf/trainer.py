@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from stochgrad.errors import BudgetError, InvalidArgumentError
-from stochgrad.rlhf._threads import torch_threads
+from stochgrad.runs.threads import torch_threads
 from stochgrad.rlhf.estimators import (
     AGGREGATIONS,
     BASELINES,
@@ -334,7 +334,7 @@ def run_train(config: TrainConfig, out: str | Path, resume: bool = False, progre
 
 def finish(run_dir: Path, config: TrainConfig, records: list[dict], policy: Policy) -> None:
     """Plots, the final model directory and summary.md."""
-    from stochgrad.rlhf.tiny import save_pretrained_atomic
+    from stochgrad.rlhf.policy import save_pretrained_atomic
 
     est = config.estimator_config()
     title = f"{config.estimator} ({est.describe()}), seed {config.seed}"

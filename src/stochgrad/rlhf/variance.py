@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stochgrad.errors import InvalidArgumentError
-from stochgrad.rlhf._threads import torch_threads
+from stochgrad.runs.threads import torch_threads
 from stochgrad.rlhf.diagnostics import check_completions, measure
 from stochgrad.rlhf.estimators import PRESETS, estimator_config
 from stochgrad.rlhf.policy import Policy
