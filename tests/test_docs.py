@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,8 +116,10 @@ def test_the_docs_have_examples_of_both_kinds() -> None:
 def test_python_example_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _prepare(block, tmp_path, monkeypatch)
     threads = torch.get_num_threads()
+    module = types.ModuleType("docs_example")        # a real module, as dataclasses in an example need
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     try:
-        exec(compile(block.prepared(), block.id, "exec"), {"__name__": "__example__"})
+        exec(compile(block.prepared(), block.id, "exec"), module.__dict__)
     finally:
         torch.set_num_threads(threads)
 
