@@ -125,3 +125,12 @@ def test_variance_at_the_policy_of_a_training_run(tmp_path, capsys) -> None:
     assert main(["rl", "variance", "--env", "Swimmer-v5", "--n", "2", "--m", "1", "--k", "2", "--evaluator", "serial",
                  "--no-progress", "--policy", str(train), "--out", str(tmp_path / "v2")]) == 2
     assert "was trained on InvertedPendulum-v5, not Swimmer-v5" in capsys.readouterr().err
+
+
+def test_resume_with_another_environment_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["rl", "train", *FAST, "--episodes", "8", "--out", str(out)]) == 0
+    before = (out / "metrics.jsonl").read_text()
+    assert main(["rl", "train", "--env", "Swimmer-v5", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "env: saved 'InvertedPendulum-v5', given 'Swimmer-v5'" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == before

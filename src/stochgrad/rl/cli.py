@@ -51,8 +51,6 @@ def _run_train(args: argparse.Namespace) -> int:
         args.out = f"runs/rl-{getattr(args, 'env', 'Hopper-v5')}-{getattr(args, 'estimator', 'ccmvd')}"
     # a budget of steps alone replaces the default budget of episodes
     defaults = {"episodes": None} if hasattr(args, "steps") and not hasattr(args, "episodes") else {}
-    if getattr(args, "ray_address", None) and not hasattr(args, "evaluator"):
-        args.evaluator = "ray"
     config = config_for(RL_TRAIN, args, **defaults)
     results, run_dir = run_train(config, args.out, resume=args.resume, progress=not args.no_progress)
     p = preset(config.env)
@@ -123,8 +121,6 @@ def _run_variance(args: argparse.Namespace) -> int:
     from stochgrad.rl.variance import RL_VARIANCE, format_table, run_variance
     from stochgrad.runs.options import config_for
 
-    if getattr(args, "ray_address", None) and not hasattr(args, "evaluator"):
-        args.evaluator = "ray"
     records, out = run_variance(config_for(RL_VARIANCE, args), args.out, resume=args.resume,
                                 progress=not args.no_progress)
     print(format_table(records))
