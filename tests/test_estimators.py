@@ -7,6 +7,7 @@ import torch
 
 import stochgrad as sg
 from cases import CASES, ESTIMATORS, PROBLEMS, Case, repeated_estimates
+from stochgrad.estimators.registry import estimator_names, make_estimator
 
 T = torch.float64
 
@@ -166,6 +167,31 @@ def test_all_finite_is_exact_even_when_the_sum_overflows() -> None:
         x[3] = bad
         assert not all_finite(x)
     assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
-    g = sg.ScoreFunction(4).estimate(lambda x: torch.full((x.shape[0],), 3e38), sg.Normal(torch.zeros(2), 1.0),
-                                     generator=torch.Generator().manual_seed(0))
-    assert g.n_evals == 4                                       # huge but finite values are accepted
+    big_f = lambda x: torch.full((x.shape[0],), 3e38)  # noqa: E731
+    g = sg.MeasureValued(1).estimate(big_f, sg.Normal(torch.zeros(2), 1.0), generator=torch.Generator().manual_seed(0))
+    assert g.n_evals == 8 and bool((g.grad["loc"] == 0).all())   # huge but finite values are accepted
+    with pytest.raises(sg.NonFiniteGradientError, match=r"Normal.loc is not finite: infinity in 1 of 2 .*largest \|f\| = 3e\+38"):
+        sg.ScoreFunction(4).estimate(big_f, sg.Normal(torch.zeros(2), 1.0), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("values_dtype", [torch.float64, torch.float16, torch.int64])
+@pytest.mark.parametrize("name", estimator_names())
+def test_values_of_another_dtype_are_cast_to_the_distributions(name: str, values_dtype: torch.dtype) -> None:
+    """f returning float64 (or float16, or integers) for float32 points: the values are cast to float32 before
+    they are combined, so every estimator gives the float32 estimate it gives for float32 values."""
+    dist = sg.Normal(torch.zeros(2, 3), torch.ones(2, 3))
+    f32 = lambda x: (3 * x).round().sum(-1).to(values_dtype).to(torch.float32)  # noqa: E731  same numbers
+    other = lambda x: (3 * x).round().sum(-1).to(values_dtype)  # noqa: E731
+    grads = []
+    for f in (f32, other):
+        for evaluator in (None, sg.evaluators.Vectorized()):
+            if name == "pathwise" and values_dtype == torch.int64:
+                continue              # integers carry no gradient
+            g = make_estimator(name, 24, dist).estimate(f if name != "pathwise" else (lambda x: (3 * x).sum(-1).to(
+                values_dtype if f is other else torch.float32)), dist, generator=torch.Generator().manual_seed(0),
+                evaluator=evaluator)
+            assert g.values.dtype == torch.float32 and all(v.dtype == torch.float32 for v in g.grad.values())
+            grads.append(g.grad)
+    for g in grads[1:]:
+        for k in g:
+            assert torch.allclose(g[k], grads[0][k], rtol=1e-3, atol=1e-3), (name, k)

@@ -21,9 +21,17 @@ from stochgrad.distributions import (
     Normal,
     Poisson,
     Uniform,
+    from_torch,
     register_weak_derivative,
 )
-from stochgrad.errors import BudgetError, EvaluationError, InvalidArgumentError, StochgradError, UnsupportedError
+from stochgrad.errors import (
+    BudgetError,
+    EvaluationError,
+    InvalidArgumentError,
+    NonFiniteGradientError,
+    StochgradError,
+    UnsupportedError,
+)
 from stochgrad.estimators import (
     CCMVD,
     CCSF,
@@ -43,7 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
-    "Uniform", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
+    "Uniform", "from_torch", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
     "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
-    "UnsupportedError", "BudgetError", "EvaluationError", "__version__",
+    "UnsupportedError", "BudgetError", "EvaluationError", "NonFiniteGradientError", "__version__",
 ]

@@ -26,3 +26,8 @@ class BudgetError(StochgradError, ValueError):
 
 class EvaluationError(StochgradError, ValueError):
     """The function under expectation returned something unusable (wrong shape, NaN, infinity, no gradient)."""
+
+
+class NonFiniteGradientError(StochgradError, ArithmeticError):
+    """f's values were finite but the estimate computed from them is not (NaN or infinity): the message names
+    the parameter and the components; no estimator returns a non-finite gradient without raising this."""
