@@ -125,7 +125,7 @@ def test_float32_gamma_with_small_concentration_never_draws_zero() -> None:
 
 @pytest.mark.parametrize("name", ["sf", "sf-loo", "sf-optimal", "ccsf", "auto"])
 def test_score_function_on_small_concentration_float32_gamma_is_finite(name: str) -> None:
-    dist = sg.Gamma(torch.full((50_000, 4), 0.1), torch.ones(50_000, 4))
+    dist = sg.Gamma(torch.full((20_000, 4), 0.1), torch.ones(20_000, 4))       # 1.3M draws: ~30 zeros before
     g = make_estimator(name, 16, dist).estimate(lambda x: torch.sqrt(x).sum(-1), dist,
                                                 generator=torch.Generator().manual_seed(0))
     for v in g.grad.values():
