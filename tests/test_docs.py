@@ -28,3 +28,15 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert any(line.strip().startswith("make demo") for line in head)
     assert any(line.strip().startswith("make test") for line in head)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_from_torch_example_in_the_estimator_docs_runs() -> None:
+    import textwrap
+
+    text = (ROOT / "docs" / "estimators.md").read_text()
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", text, re.S) if "from_torch" in b]
+    assert blocks
+    for code in blocks:
+        scope: dict = {}
+        exec(compile("import torch, stochgrad as sg\n" + code, "docs/estimators.md", "exec"), scope)
+        assert scope["g"].grad["loc"].shape == (3,)
