@@ -82,6 +82,13 @@ def test_f_returning_bad_values(f, match) -> None:
         sg.ScoreFunction(8).estimate(f, _normal(), generator=GEN().manual_seed(0))
 
 
+def test_float64_values_that_overflow_float32() -> None:
+    f = lambda x: torch.full((x.shape[0],), 1e300, dtype=torch.float64)  # noqa: E731
+    with pytest.raises(sg.EvaluationError, match=r"non-finite .* \(f returned finite torch.float64 values; the cast "
+                                                r"to the distribution's torch.float32 overflowed\)"):
+        sg.ScoreFunction(8).estimate(f, _normal(), generator=GEN().manual_seed(0))
+
+
 def test_serial_f_returning_a_vector() -> None:
     with pytest.raises(sg.EvaluationError, match=r"Serial: f must return one number per point; got a tensor"):
         sg.ScoreFunction(4).estimate(lambda x: x, _normal(), generator=GEN().manual_seed(0),

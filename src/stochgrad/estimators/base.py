@@ -250,9 +250,8 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
             f"return one value per point: shape {list(want)}")
     if dtype is None:
         dtype = points.dtype if points.is_floating_point() else torch.get_default_dtype()
-    cast_from = None
+    given = values
     if values.dtype != dtype:
-        cast_from = values.dtype if values.is_floating_point() else None
         values = values.to(dtype)
     if all_finite(values):
         bad = None
@@ -268,8 +267,8 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
             f"{' and more' if rows.numel() > 5 else ''}; e.g. f(points[{first_id}]) = "
             f"{values.detach()[first].flatten()[:3].tolist()} with points[{first_id}] = "
             f"{points.detach()[first].flatten()[:6].tolist()}{' ...' if points[first].numel() > 6 else ''}"
-            + (f" (after casting f's {cast_from} values to the distribution's {dtype}, which overflowed)"
-               if cast_from is not None else ""))
+            + (f" (f returned finite {given.dtype} values; the cast to the distribution's {dtype} overflowed)"
+               if given is not values and all_finite(given) else ""))
     if requires_grad and not values.requires_grad:
         raise EvaluationError(
             "Pathwise needs f to be differentiable torch code: the values f returned carry no gradient back "
