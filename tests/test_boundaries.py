@@ -147,3 +147,12 @@ def test_no_estimator_returns_a_non_finite_gradient_silently(name: str) -> None:
         return
     assert name not in ("sf", "sf-mean"), "the score function overflowed without an error"
     assert all(bool(torch.isfinite(v).all()) for v in g.grad.values()), get_spec(name)
+
+
+def test_pathwise_through_an_f_whose_derivative_is_infinite() -> None:
+    """sqrt at 0: the values are finite, the derivative is not; the error says so."""
+    dist = sg.Uniform(torch.ones(3))
+    plan = sg.Pathwise(4).plan(dist, torch.Generator().manual_seed(0))
+    with pytest.raises(sg.NonFiniteGradientError, match=r"Uniform.low is not finite: .*f's derivative at some point "
+                                                        r"is not finite"):
+        plan.combine(torch.sqrt(plan.points * 0).sum(-1))

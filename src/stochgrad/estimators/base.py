@@ -82,7 +82,7 @@ class Plan(ABC):
 
     def _finish(self, values: Tensor) -> GradientEstimate:
         """``_combine`` on checked values, then the one check every estimate passes: a finite gradient."""
-        return check_estimate(self._combine(values), self.dist)
+        return check_estimate(self._combine(values), self.dist, self.requires_grad_values)
 
     #: Whether values must carry gradient back to the points (pathwise).
     requires_grad_values: bool = False
@@ -277,9 +277,10 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
     return values
 
 
-def check_estimate(estimate: GradientEstimate, dist: Family) -> GradientEstimate:
+def check_estimate(estimate: GradientEstimate, dist: Family, differentiates_f: bool = False) -> GradientEstimate:
     """``estimate`` itself if every gradient is finite; else a :class:`NonFiniteGradientError` that names the
-    parameter, where and how it is not finite, and what f's values were (they were checked to be finite)."""
+    parameter, where and how it is not finite, and what f's values were (they were checked to be finite).
+    ``differentiates_f``: the estimate used f's derivative (Pathwise), which may itself be the culprit."""
     for name, g in estimate.grad.items():
         if all_finite(g):
             continue
@@ -293,8 +294,10 @@ def check_estimate(estimate: GradientEstimate, dist: Family) -> GradientEstimate
         raise NonFiniteGradientError(
             f"the estimate of {type(dist).__name__}.{name} is not finite: {kinds} in {int(bad.sum())} of "
             f"{d.numel()} component(s), first {d[first].item()!r} at index {first}. f's values were finite "
-            f"(largest |f| = {top:.3g}, {vals.dtype}), so the estimator's arithmetic overflowed or divided by "
-            f"zero in {d.dtype}: rescale f, or build the distribution in float64")
+            f"(largest |f| = {top:.3g}, {vals.dtype}), so "
+            + ("f's derivative at some point is not finite (e.g. sqrt at 0), or " if differentiates_f else "")
+            + f"the estimator's arithmetic overflowed or divided by zero in {d.dtype}: rescale f, or build the "
+            "distribution in float64")
     return estimate
 
 
