@@ -3,7 +3,13 @@
 Each :class:`Problem` is a family at fixed float64 parameters, a test function f with a few cross terms (so
 that the "other coordinates" of measure-valued points matter), and the exact ``E f`` as differentiable torch
 code of the parameters: closed forms for the continuous families, exact enumeration (truncated where the
-tail is below 1e-13) for the discrete ones. Autograd of the exact value gives the exact gradient.
+tail is below 1e-13) for the discrete ones. Autograd of the exact value gives the exact gradient. Every family
+also has a D >= 5 problem (``*-d6``, Categorical ``-d5``) with a non-polynomial f that couples all coordinates,
+exact through the families' Laplace transforms.
+
+The cases are generated from the estimator registry (``stochgrad.estimators.registry``): every registered
+estimator, sized to a small budget, on every (problem, parameter) its spec ``supports``; stateful estimators
+also after a warm-up. Registering an estimator puts it under every test that iterates :data:`CASES`.
 """
 
 from __future__ import annotations
