@@ -154,8 +154,8 @@ def test_expectation_with_nothing_to_differentiate() -> None:
      r"Normal: parameter shapes must be equal or broadcast .* got 'loc' \[3\], 'scale' \[4\]"),
     (lambda: sg.Uniform(torch.ones(2, 3), torch.zeros(4)), r"Uniform: parameter shapes .* 'low' \[4\], 'high' \[2, 3\]"),
     (lambda: sg.Binomial(torch.tensor([3.0, 4.0, 5.0]), torch.full((4,), 0.5)),
-     r"Binomial: 'total_count' and 'probs' must have equal or broadcastable shapes .* got total_count \[3\] and "
-     r"probs \[4\]"),
+     (r"Binomial: 'total_count' and 'probs' must have equal or broadcastable shapes .* got total_count \[3\] and "
+      r"probs \[4\]")),
     (lambda: sg.Normal(torch.zeros(0, 3), 1.0), r"at least one copy of at least one coordinate .* batch_shape \[0\]"),
     (lambda: sg.Normal(torch.zeros(0), torch.ones(0)), r"at least one copy of at least one coordinate .* D = 0"),
     (lambda: sg.Categorical(torch.zeros(3, 0)), r"Categorical: .* at least one coordinate .* with 0 categories"),
@@ -216,8 +216,8 @@ def test_a_torch_distribution_is_converted() -> None:
      r"dist: cannot convert torch.distributions.MultivariateNormal; stochgrad has Normal, Bernoulli"),
     (torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2, 3), 1.0), 2),
      r"dist: stochgrad factorises over the last dimension only; got Independent over 2 dimension"),
-    ("normal", r"dist: need a stochgrad family \(sg.Normal, sg.Bernoulli, ...\) or a torch.distributions object .* "
-               r"got str"),
+    ("normal", (r"dist: need a stochgrad family \(sg.Normal, sg.Bernoulli, ...\) or a torch.distributions object "
+                r".* got str")),
 ])
 def test_what_cannot_be_a_distribution(dist, match) -> None:
     with pytest.raises(sg.InvalidArgumentError, match=match):
@@ -225,8 +225,8 @@ def test_what_cannot_be_a_distribution(dist, match) -> None:
 
 
 @pytest.mark.parametrize("dims, match", [
-    ({"lco": [0]}, r"dims: Normal has no parameter 'lco'; the keys of dims must be among its parameters "
-                   r"\['loc', 'scale'\]; got keys \['lco'\]"),
+    ({"lco": [0]}, (r"dims: Normal has no parameter 'lco'; the keys of dims must be among its parameters "
+                    r"\['loc', 'scale'\]; got keys \['lco'\]")),
     ({"loc": [0], "sclae": [1]}, r"dims: Normal has no parameter 'sclae'"),
 ])
 def test_a_misspelt_key_in_dims(dims, match) -> None:
