@@ -59,17 +59,17 @@ def blocks(path: Path) -> list[Block]:
     lines = path.read_text().splitlines()
     out, i = [], 0
     while i < len(lines):
-        m = re.match(r"^```(\w*)\s*$", lines[i])
+        m = re.match(r"^( *)```(\w*)\s*$", lines[i])          # a fence, perhaps indented in a list item
         if not m:
             i += 1
             continue
-        start, lang = i, m.group(1)
+        start, indent, lang = i, len(m.group(1)), m.group(2)
         j = i + 1
-        while not lines[j].startswith("```"):
+        while not lines[j].lstrip().startswith("```"):
             j += 1
-        marker = MARKER.match(lines[start - 1]) if start else None
-        out.append(Block(path, start + 1, lang, "\n".join(lines[start + 1:j]) + "\n",
-                         json.loads(marker.group(1)) if marker else {}))
+        marker = MARKER.match(lines[start - 1].strip()) if start else None
+        body = [line[indent:] for line in lines[start + 1:j]]
+        out.append(Block(path, start + 1, lang, "\n".join(body) + "\n", json.loads(marker.group(1)) if marker else {}))
         i = j + 1
     return out
 

@@ -7,6 +7,7 @@ import torch
 
 import stochgrad as sg
 from cases import CASES, ESTIMATORS, PROBLEMS, Case, repeated_estimates
+from stochgrad.estimators.registry import estimator_names, make_estimator
 
 T = torch.float64
 
@@ -55,8 +56,13 @@ def test_coupled_mvd_has_lower_variance_than_uncoupled_on_the_normal(param: str)
     assert (coupled < 0.5 * uncoupled).all(), (coupled, uncoupled)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.estimator in ("sf", "sf-antithetic", "mvd", "pathwise")],
-                         ids=lambda c: c.id)
+#: The fixed configurations of ``ESTIMATORS`` (MVD with M = 2, which has a variance estimate of its own) on the
+#: problems with D <= 3.
+FIXED = [Case(c.problem, c.param, c.estimator, ESTIMATORS[c.estimator]) for c in CASES
+         if c.estimator in ("sf", "sf-antithetic", "mvd", "pathwise") and "-d" not in c.problem and not c.warmup]
+
+
+@pytest.mark.parametrize("case", FIXED, ids=lambda c: c.id)
 def test_reported_variance_matches_the_spread_of_repeated_estimates(case: Case) -> None:
     prob = PROBLEMS[case.problem]
     dist = prob.dist(copies=4000)
@@ -166,6 +172,34 @@ def test_all_finite_is_exact_even_when_the_sum_overflows() -> None:
         x[3] = bad
         assert not all_finite(x)
     assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
-    g = sg.ScoreFunction(4).estimate(lambda x: torch.full((x.shape[0],), 3e38), sg.Normal(torch.zeros(2), 1.0),
-                                     generator=torch.Generator().manual_seed(0))
-    assert g.n_evals == 4                                       # huge but finite values are accepted
+    big_f = lambda x: torch.full((x.shape[0],), 3e38)  # noqa: E731
+    g = sg.MeasureValued(1).estimate(big_f, sg.Normal(torch.zeros(2), 1.0), generator=torch.Generator().manual_seed(0))
+    assert g.n_evals == 8 and bool((g.grad["loc"] == 0).all())   # huge but finite values are accepted
+    with pytest.raises(sg.NonFiniteGradientError, match=r"Normal.loc is not finite: infinity in 1 of 2 .*largest \|f\| = 3e\+38"):
+        sg.ScoreFunction(4).estimate(big_f, sg.Normal(torch.zeros(2), 1.0), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("values_dtype", [torch.float64, torch.float16, torch.int64])
+@pytest.mark.parametrize("name", estimator_names())
+def test_values_of_another_dtype_are_cast_to_the_distributions(name: str, values_dtype: torch.dtype) -> None:
+    """f returning float64 (or float16, or integers) for float32 points: the values are cast to float32 before
+    they are combined, so every estimator gives the float32 estimate it gives for float32 values."""
+    if name == "pathwise" and values_dtype == torch.int64:
+        pytest.skip("integer values carry no gradient")
+    dist = sg.Normal(torch.zeros(2, 3), torch.ones(2, 3))
+    # Pathwise needs a differentiable f; the others get values that are exact in every dtype (integers).
+    g_of = (lambda x: 3 * x) if name == "pathwise" else (lambda x: (3 * x).round())
+
+    def make_f(dtype: torch.dtype):
+        return lambda x: g_of(x).sum(-1).to(values_dtype).to(dtype)
+
+    grads = []
+    for f in (make_f(torch.float32), make_f(values_dtype)):
+        for evaluator in (None, sg.evaluators.Vectorized()):
+            g = make_estimator(name, 24, dist).estimate(f, dist, generator=torch.Generator().manual_seed(0),
+                                                        evaluator=evaluator)
+            assert g.values.dtype == torch.float32 and all(v.dtype == torch.float32 for v in g.grad.values())
+            grads.append(g.grad)
+    for g in grads[1:]:
+        for k in g:
+            assert torch.allclose(g[k], grads[0][k], rtol=1e-3, atol=1e-3), (name, k)

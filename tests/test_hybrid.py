@@ -43,7 +43,7 @@ def test_hybrids_with_running_weights_are_unbiased(problem, params, make) -> Non
         assert result.max_abs_z < Z_THRESHOLD, (p, result.mean, exact[p], result.z)
 
 
-AUTO_CASES = [(name, tuple(prob.params)) for name, prob in PROBLEMS.items()]
+AUTO_CASES = [(name, tuple(prob.params)) for name, prob in PROBLEMS.items() if "-d" not in name]   # D <= 3
 
 
 @pytest.mark.parametrize("problem, params", AUTO_CASES, ids=[c[0] for c in AUTO_CASES])
@@ -210,7 +210,10 @@ def test_hybrids_work_with_the_serial_evaluator_and_expectation(make) -> None:
     loss = sg.expectation(prob.f, sg.Normal(loc, prob.params["scale"]), make(),
                           generator=torch.Generator().manual_seed(2))
     loss.backward()
-    assert torch.isfinite(loc.grad).all()
+    # the same estimator, fresh, with the same seed, on the same parameter: the gradient is its estimate
+    direct = make().estimate(prob.f, prob.dist(), generator=torch.Generator().manual_seed(2), params=("loc",))
+    assert torch.equal(loc.grad, direct.grad["loc"])
+    assert float(loss.detach()) == pytest.approx(float(direct.value))
 
 
 @pytest.mark.parametrize("make, error, match", [

@@ -21,6 +21,7 @@ from stochgrad.distributions import (
     Normal,
     Poisson,
     Uniform,
+    from_torch,
     register_weak_derivative,
 )
 from stochgrad.errors import (
@@ -28,6 +29,7 @@ from stochgrad.errors import (
     EvaluationError,
     InvalidArgumentError,
     MissingExtraError,
+    NonFiniteGradientError,
     StochgradError,
     UnsupportedError,
 )
@@ -50,7 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
-    "Uniform", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
+    "Uniform", "from_torch", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
     "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
-    "UnsupportedError", "BudgetError", "EvaluationError", "MissingExtraError", "__version__",
+    "UnsupportedError", "BudgetError", "EvaluationError", "MissingExtraError", "NonFiniteGradientError",
+    "__version__",
 ]

@@ -38,3 +38,8 @@ class MissingExtraError(StochgradError, ImportError):
     def __init__(self, extra: str, message: str) -> None:
         super().__init__(message)
         self.extra = extra
+
+
+class NonFiniteGradientError(StochgradError, ArithmeticError):
+    """f's values were finite but the estimate computed from them is not (NaN or infinity): the message names
+    the parameter and the components; no estimator returns a non-finite gradient without raising this."""

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.distributions.base import Family
+from stochgrad.distributions.from_torch import as_family
 from stochgrad.errors import InvalidArgumentError
 from stochgrad.estimators.base import Estimator, Evaluator, GradientEstimate, resolve_params
 
@@ -39,7 +40,8 @@ def expectation(f: Callable, dist: Family, estimator: Estimator, generator: torc
     Args:
       f: the function under expectation (batched, or whatever ``evaluator`` expects); never differentiated
         unless the estimator is :class:`Pathwise`.
-      dist: p_θ; its parameters may be outputs of an ``nn.Module``.
+      dist: p_θ; its parameters may be outputs of an ``nn.Module``. A ``torch.distributions`` object is
+        converted with :func:`~stochgrad.from_torch` (gradients reach its tensors).
       estimator: any estimator of this library.
       generator: the source of every random number.
       params: which parameters to estimate; by default those that require grad (so MVD spends no
@@ -57,6 +59,7 @@ def expectation(f: Callable, dist: Family, estimator: Estimator, generator: torc
         loss = expectation(f, dist, ScoreFunction(16, baseline="loo"), generator=gen)
         loss.backward()            # net.weight.grad now holds the chain-ruled estimate
     """
+    dist = as_family(dist)
     if params is None:
         params = [name for name, p in dist.params.items() if p.requires_grad]
         if not params:

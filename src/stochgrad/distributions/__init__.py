@@ -5,6 +5,7 @@ from stochgrad.distributions.bernoulli import Bernoulli
 from stochgrad.distributions.binomial import Binomial
 from stochgrad.distributions.categorical import Categorical
 from stochgrad.distributions.exponential import Exponential
+from stochgrad.distributions.from_torch import as_family, from_torch
 from stochgrad.distributions.gamma import Gamma
 from stochgrad.distributions.geometric import Geometric
 from stochgrad.distributions.normal import Normal
@@ -24,5 +25,5 @@ FAMILIES: tuple[type[Family], ...] = (
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
     "Uniform", "WeakDerivative", "register_weak_derivative", "find_weak_derivative", "weak_derivative",
-    "supported_params", "FAMILIES",
+    "supported_params", "FAMILIES", "from_torch", "as_family",
 ]

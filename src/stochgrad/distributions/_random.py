@@ -70,8 +70,12 @@ def standard_gamma(concentration: Tensor, generator: torch.Generator | None) -> 
         out[acc] = (dd * v)[ok]
         todo[acc] = False
     if bool(boosted.any()):
+        # Gamma(α) = Gamma(α + 1)·U^(1/α), in log space: U^(1/α) alone underflows to 0 for small α (float32, α =
+        # 0.1: U < 1e-4.5). Draws below the smallest normal number are clamped to it, as torch's own sampler
+        # does, so no draw is 0 and log x (the score of the concentration) stays finite.
         u = uniform(alpha.shape, generator, dtype)
-        out = torch.where(boosted, out * u ** (1.0 / alpha), out)
+        boost = torch.exp(torch.log(out) + torch.log(u) / alpha).clamp_min_(_tiny(dtype))
+        out = torch.where(boosted, boost, out)
     return out
 
 

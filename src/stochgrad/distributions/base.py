@@ -60,16 +60,16 @@ class Family:
     symmetric: ClassVar[bool] = False
 
     def __init__(self, params: dict[str, Tensor | float], validate_args: bool = True) -> None:
-        tensors = {k: v if isinstance(v, Tensor) else torch.as_tensor(v) for k, v in params.items()}
-        floats = [t for t in tensors.values() if t.is_floating_point()]
-        dtype = floats[0].dtype if floats else torch.get_default_dtype()
-        tensors = {k: (t if t.is_floating_point() else t.to(dtype)) for k, t in tensors.items()}
+        dtype = self._common_dtype(params)
+        tensors = {k: (v if v.is_floating_point() else v.to(dtype)) if isinstance(v, Tensor)
+                   else torch.as_tensor(v, dtype=dtype) for k, v in params.items()}
         self._check_ndim(tensors)
-        if validate_args:
-            self._validate(tensors)
         shapes = [t.shape[: t.dim() - self.param_coordinate_ndim] if self._has_coordinate_dims(k) else t.shape
                   for k, t in tensors.items()]
-        shape = shapes[0] if all(s == shapes[0] for s in shapes) else torch.broadcast_shapes(*shapes)
+        shape = shapes[0] if all(s == shapes[0] for s in shapes) else self._broadcast(tensors, shapes)
+        self._check_not_empty(tensors, shape)
+        if validate_args:
+            self._validate(tensors)
         self._params: dict[str, Tensor] = {}
         for k, t in tensors.items():
             full = shape + t.shape[t.dim() - self.param_coordinate_ndim:] if self._has_coordinate_dims(k) else shape
@@ -81,6 +81,35 @@ class Family:
     # -- construction helpers -------------------------------------------------------------------------------
     def _has_coordinate_dims(self, name: str) -> bool:
         return self.param_coordinate_ndim > 0
+
+    def _common_dtype(self, params: dict[str, Tensor | float]) -> torch.dtype:
+        """The floating dtype the parameter tensors share (numbers and integer tensors follow it); mixing two
+        floating dtypes is an error rather than a silent promotion."""
+        floats = {k: v.dtype for k, v in params.items() if isinstance(v, Tensor) and v.is_floating_point()}
+        if len(set(floats.values())) > 1:
+            got = ", ".join(f"'{k}' {d}" for k, d in floats.items())
+            raise InvalidArgumentError(
+                f"{type(self).__name__}: parameters must share one floating dtype; got {got}. Convert them to one, "
+                "e.g. with .to(torch.float64)")
+        return next(iter(floats.values())) if floats else torch.get_default_dtype()
+
+    def _broadcast(self, tensors: dict[str, Tensor], shapes: list[torch.Size]) -> torch.Size:
+        try:
+            return torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            got = ", ".join(f"'{k}' {list(t.shape)}" for k, t in tensors.items())
+            raise InvalidArgumentError(
+                f"{type(self).__name__}: parameter shapes must be equal or broadcast against each other "
+                f"([*batch, D], the last dimension indexing the D coordinates); got {got}") from None
+
+    def _check_not_empty(self, tensors: dict[str, Tensor], shape: torch.Size) -> None:
+        empty = [k for k, t in tensors.items() if self._has_coordinate_dims(k) and t.shape[-1] == 0]
+        if 0 in shape or empty:
+            got = ", ".join(f"'{k}' {list(t.shape)}" for k, t in tensors.items())
+            raise InvalidArgumentError(
+                f"{type(self).__name__}: parameters must describe at least one copy of at least one coordinate "
+                f"(no dimension of size 0); got {got}, i.e. batch_shape {list(shape[:-1])} and D = {shape[-1]}"
+                + (f" with {tensors[empty[0]].shape[-1]} categories" if empty else ""))
 
     def _check_ndim(self, tensors: dict[str, Tensor]) -> None:
         need = 1 + self.param_coordinate_ndim
@@ -216,6 +245,20 @@ class Family:
         with torch.no_grad():
             return self._score(x, name)
 
+    def score_boundary(self, name: str) -> str | None:
+        """Why the score function is not valid for score parameter ``name`` at the current values, or None.
+
+        At an end of its range where the support shrinks (Bernoulli probs 0 or 1, Geometric probs 1) a
+        coordinate's draws are all one value, so E[f·∂log p] misses the derivative of the probability of the
+        values that appear as the parameter moves in: the gradient there is one-sided, and measure-valued
+        derivatives give it exactly. Families with such ends override this.
+        """
+        return None
+
+    def has_valid_score(self, name: str) -> bool:
+        """Whether the score function gives an unbiased gradient for ``name`` at the current values."""
+        return name in self.score_params and self.score_boundary(name) is None
+
     def rsample_jacobian(self, x: Tensor, name: str) -> Tensor:
         """∂x/∂θ of the reparameterised draw ``x`` for parameter ``name``, elementwise, shaped like x."""
         if name not in self.reparam_params:
@@ -261,6 +304,17 @@ class Family:
         """Detached parameter, for sampling and closed forms."""
         t = self._params[name]
         return t.detach() if t.requires_grad else t
+
+
+def boundary_text(p: Tensor, at: Tensor, name: str, draws: str, missing: str) -> str | None:
+    """The explanation :meth:`Family.score_boundary` returns for the first component where ``at`` holds."""
+    if not bool(at.any()):
+        return None
+    first = tuple(int(i) for i in at.nonzero()[0])
+    more = int(at.sum()) - 1
+    return (f"'{name}' = {p[first].item()!r} at index {first}{f' (and {more} more)' if more else ''} is at the end of its "
+            f"range: every draw of that coordinate is {draws}, so E[f·∂log p] misses the derivative of the "
+            f"probability of {missing}, and the gradient there is one-sided")
 
 
 def _plainly_within(d: Tensor, constraint: constraints.Constraint | None) -> bool:

@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.distributions import _random
-from stochgrad.distributions.base import Family
+from stochgrad.distributions.base import Family, boundary_text
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError
 
@@ -57,6 +57,15 @@ class Bernoulli(Family):
         if name == "logits":
             return x - p
         return x / p - (1 - x) / (1 - p)
+
+    def score_boundary(self, name: str) -> str | None:
+        if name != "probs" or "probs" not in self._params:
+            return None                 # with logits p(1 − p) multiplies the score: no 0/0 at the ends
+        p = self._p("probs")
+        lo, hi = torch.aminmax(p)
+        if 0 < float(lo) and float(hi) < 1:
+            return None
+        return boundary_text(p, (p == 0) | (p == 1), name, "0 (probs 0) or 1 (probs 1)", "the other value")
 
     def _torch(self):
         return torch.distributions.Bernoulli(probs=self.probs, validate_args=False)

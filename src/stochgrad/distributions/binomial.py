@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.distributions import _random
-from stochgrad.distributions.base import Family
+from stochgrad.distributions.base import Family, boundary_text
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError
 
@@ -32,6 +32,14 @@ class Binomial(Family):
         if validate_args and (bool((n < 1).any()) or bool((n != n.round()).any()) or not bool(n.isfinite().all())):
             raise InvalidArgumentError(
                 f"Binomial: argument 'total_count' must be a positive integer; got {n.flatten()[:5].tolist()}")
+        if n.shape != probs_t.shape:
+            try:
+                shape = torch.broadcast_shapes(n.shape, probs_t.shape)
+            except RuntimeError:
+                raise InvalidArgumentError(
+                    f"Binomial: 'total_count' and 'probs' must have equal or broadcastable shapes ([*batch, D]); got "
+                    f"total_count {list(n.shape)} and probs {list(probs_t.shape)}") from None
+            probs_t = probs_t.expand(shape)
         super().__init__({"probs": probs_t}, validate_args)
         self.total_count = n.to(self.dtype).expand(self._params["probs"].shape)
 
@@ -49,6 +57,14 @@ class Binomial(Family):
     def _score(self, x, name):
         p = self._p("probs")
         return x / p - (self.total_count - x) / (1 - p)
+
+    def score_boundary(self, name: str) -> str | None:
+        p = self._p("probs")
+        lo, hi = torch.aminmax(p)
+        if 0 < float(lo) and float(hi) < 1:
+            return None
+        return boundary_text(p, (p == 0) | (p == 1), name, "0 (probs 0) or total_count (probs 1)",
+                             "the other counts")
 
     def _torch(self):
         return torch.distributions.Binomial(self.total_count, probs=self.probs, validate_args=False)

@@ -42,7 +42,8 @@ class Gamma(Family):
 
     def _sample(self, shape, generator):
         alpha, rate = self._p("concentration"), self._p("rate")
-        return _random.standard_gamma(alpha.expand(*shape, *alpha.shape).contiguous(), generator) / rate
+        x = _random.standard_gamma(alpha.expand(*shape, *alpha.shape).contiguous(), generator) / rate
+        return x.clamp_min_(torch.finfo(x.dtype).tiny)     # a large rate must not turn a tiny draw into 0
 
     def _score(self, x, name):
         alpha, rate = self._p("concentration"), self._p("rate")
@@ -71,4 +72,5 @@ def _gamma_rate(dist: Gamma, component: Tensor, n: int, generator, coupled: bool
     z = _random.standard_gamma(alpha.expand(shape).contiguous(), generator)
     base = z if coupled else _random.standard_gamma(alpha.expand(shape).contiguous(), generator)
     e = _random.standard_exponential(shape, generator, alpha.dtype)
-    return alpha / rate, z / rate, (base + e) / rate
+    tiny = torch.finfo(z.dtype).tiny
+    return alpha / rate, (z / rate).clamp_min_(tiny), ((base + e) / rate).clamp_min_(tiny)

@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.distributions import _random
-from stochgrad.distributions.base import Family, _describe_bad
+from stochgrad.distributions.base import Family, _describe_bad, boundary_text
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError
 
@@ -48,6 +48,12 @@ class Geometric(Family):
     def _score(self, x, name):
         p = self._p("probs")
         return 1 / p - x / (1 - p)
+
+    def score_boundary(self, name: str) -> str | None:
+        p = self._p("probs")
+        if float(p.max()) < 1:
+            return None
+        return boundary_text(p, p >= 1, name, "0", "the counts above 0")
 
     def _torch(self):
         return torch.distributions.Geometric(probs=self.probs, validate_args=False)

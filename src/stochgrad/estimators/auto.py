@@ -227,13 +227,13 @@ class Auto(StatsMixin, Estimator):
     def minimum_budget(dist: Family, names: Sequence[str]) -> int:
         """The smallest budget Auto can work with: one MVD pair per component of the parameters only MVD
         supports, plus 2 (a leave-one-out score function) if any parameter needs the score function."""
-        forced = [n for n in names if n not in dist.score_params]
+        forced = [n for n in names if not dist.has_valid_score(n)]
         need = 2 * sum(dist.n_components(n) for n in forced)
         return need if len(forced) == len(names) else need + 2
 
     def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
         names = resolve_params(dist, params)
-        if all(n not in dist.score_params for n in names):
+        if all(not dist.has_valid_score(n) for n in names):
             return self.budget - self.budget % 2
         return self.budget
 
@@ -388,7 +388,7 @@ class Auto(StatsMixin, Estimator):
     def plan(self, dist: Family, generator: torch.Generator | None = None,
              params: Sequence[str] | None = None) -> AutoPlan:
         names = resolve_params(dist, params)
-        sf_names = [p for p in names if p in dist.score_params]
+        sf_names = [p for p in names if dist.has_valid_score(p)]   # not at a boundary (Bernoulli probs 0, 1)
         mvd_names = [p for p in names if find_weak_derivative(type(dist), p) is not None]
         for p in names:
             if p not in sf_names and p not in mvd_names:

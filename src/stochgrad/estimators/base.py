@@ -7,8 +7,8 @@ the per-sample contributions it averaged.
 
 from __future__ import annotations
 
+import functools
 import math
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from stochgrad.distributions.base import Family
-from stochgrad.errors import EvaluationError, InvalidArgumentError
+from stochgrad.distributions.from_torch import as_family
+from stochgrad.errors import EvaluationError, InvalidArgumentError, NonFiniteGradientError
 
 #: An evaluator maps (f, points) to values; see :mod:`stochgrad.evaluators`.
 Evaluator = Callable[[Callable, Tensor], Tensor]
@@ -65,9 +66,21 @@ class Plan(ABC):
         return self.points.shape[0]
 
     def combine(self, values: Tensor) -> GradientEstimate:
-        """The estimate from ``values = f(points)``, shaped ``[n_evals, *batch_shape]``."""
-        values = check_values(values, self.points, self.dist.batch_shape, self.requires_grad_values)
-        return self._combine(values)
+        """The estimate from ``values = f(points)``, shaped ``[n_evals, *batch_shape]``.
+
+        Values of another floating dtype (or integers) are cast to the distribution's dtype first.
+
+        Raises:
+          EvaluationError: the values have the wrong shape or are not finite.
+          NonFiniteGradientError: the values were finite but the estimate is not (overflow).
+        """
+        values = check_values(values, self.points, self.dist.batch_shape, self.requires_grad_values,
+                              dtype=self.dist.dtype)
+        return self._finish(values)
+
+    def _finish(self, values: Tensor) -> GradientEstimate:
+        """``_combine`` on checked values, then the one check every estimate passes: a finite gradient."""
+        return check_estimate(self._combine(values), self.dist, self.requires_grad_values)
 
     #: Whether values must carry gradient back to the points (pathwise).
     requires_grad_values: bool = False
@@ -77,7 +90,19 @@ class Plan(ABC):
 
 
 class Estimator(ABC):
-    """Base class: subclasses implement ``plan`` and ``n_evals``."""
+    """Base class: subclasses implement ``plan`` and ``n_evals``.
+
+    Every subclass's ``plan``, ``estimate`` and ``n_evals`` check their common arguments before they run
+    (:func:`check_arguments`): a ``torch.distributions`` object is converted with :func:`~stochgrad.from_torch`,
+    anything else that is not a family, and a generator that is not a ``torch.Generator``, raise a named error.
+    """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, wrap in (("plan", _checked_plan), ("estimate", _checked_estimate), ("n_evals", _checked_n_evals)):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_checks_arguments", False):
+                setattr(cls, name, wrap(fn))
 
     @abstractmethod
     def plan(self, dist: Family, generator: torch.Generator | None = None,
@@ -120,6 +145,50 @@ class Estimator(ABC):
         return f"{type(self).__name__}({fields})"
 
 
+def check_generator(generator: object) -> torch.Generator | None:
+    """``generator`` itself if it is a ``torch.Generator`` or None; a named error otherwise."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    hint = (f"; for a seed, pass torch.Generator().manual_seed({generator})"
+            if isinstance(generator, int) and not isinstance(generator, bool) else "")
+    raise InvalidArgumentError(f"generator: need a torch.Generator or None; got {type(generator).__name__} "
+                               f"{generator!r}{hint}")
+
+
+def check_arguments(dist: object, generator: object) -> tuple[Family, torch.Generator | None]:
+    """The family (converted from ``torch.distributions`` if need be) and the checked generator."""
+    return as_family(dist), check_generator(generator)
+
+
+def _checked_plan(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def plan(self, dist, generator=None, params=None, *args, **kwargs):
+        dist, generator = check_arguments(dist, generator)
+        return fn(self, dist, generator, params, *args, **kwargs)
+
+    plan._checks_arguments = True
+    return plan
+
+
+def _checked_estimate(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def estimate(self, f, dist, generator=None, params=None, *args, **kwargs):
+        dist, generator = check_arguments(dist, generator)
+        return fn(self, f, dist, generator, params, *args, **kwargs)
+
+    estimate._checks_arguments = True
+    return estimate
+
+
+def _checked_n_evals(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def n_evals(self, dist, params=None, *args, **kwargs):
+        return fn(self, as_family(dist), params, *args, **kwargs)
+
+    n_evals._checks_arguments = True
+    return n_evals
+
+
 #: Above this many coordinates in the points, the default evaluation calls f on chunks of rows, so that f's
 #: temporaries stay small (f must treat rows independently, as the interface requires).
 EVAL_CHUNK_ELEMENTS = 1 << 24
@@ -143,6 +212,11 @@ def resolve_params(dist: Family, params: Sequence[str] | str | None) -> tuple[st
     if isinstance(params, str):
         params = (params,)
     params = tuple(params)
+    if len(set(params)) != len(params):
+        twice = sorted({p for p in params if params.count(p) > 1})
+        raise InvalidArgumentError(
+            f"params: each parameter may be listed once; got {list(params)} ({', '.join(map(repr, twice))} "
+            "more than once, which would estimate it twice)")
     if not params:
         raise InvalidArgumentError(
             f"params: need at least one parameter name of {type(dist).__name__}: {list(dist.param_names)}")
@@ -155,10 +229,11 @@ def resolve_params(dist: Family, params: Sequence[str] | str | None) -> tuple[st
 
 
 def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_grad: bool = False,
-                 row_ids: Tensor | None = None) -> Tensor:
+                 row_ids: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """Check f's output: a finite tensor ``[n_points, *batch_shape]``; say which points are bad if not.
 
-    ``row_ids [n_points]``: the indices to report for these points when they are a part of a larger set."""
+    ``row_ids [n_points]``: the indices to report for these points when they are a part of a larger set.
+    ``dtype``: the dtype the values are cast to (the distribution's); by default the points' floating dtype."""
     if not isinstance(values, Tensor):
         try:
             values = torch.as_tensor(values)
@@ -171,8 +246,11 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
         raise EvaluationError(
             f"f returned values of shape {list(values.shape)} for points of shape {list(points.shape)}; it must "
             f"return one value per point: shape {list(want)}")
-    if not values.is_floating_point():
-        values = values.to(points.dtype if points.is_floating_point() else torch.get_default_dtype())
+    if dtype is None:
+        dtype = points.dtype if points.is_floating_point() else torch.get_default_dtype()
+    given = values
+    if values.dtype != dtype:
+        values = values.to(dtype)
     if all_finite(values):
         bad = None
     else:
@@ -186,13 +264,39 @@ def check_values(values: Any, points: Tensor, batch_shape: torch.Size, requires_
             f"f returned {int(bad.sum())} non-finite value(s) (NaN or infinity) at point index(es) {shown}"
             f"{' and more' if rows.numel() > 5 else ''}; e.g. f(points[{first_id}]) = "
             f"{values.detach()[first].flatten()[:3].tolist()} with points[{first_id}] = "
-            f"{points.detach()[first].flatten()[:6].tolist()}{' ...' if points[first].numel() > 6 else ''}")
+            f"{points.detach()[first].flatten()[:6].tolist()}{' ...' if points[first].numel() > 6 else ''}"
+            + (f" (f returned finite {given.dtype} values; the cast to the distribution's {dtype} overflowed)"
+               if given is not values and all_finite(given) else ""))
     if requires_grad and not values.requires_grad:
         raise EvaluationError(
             "Pathwise needs f to be differentiable torch code: the values f returned carry no gradient back "
             "to the points (was f computed with numpy, .item(), .detach() or under torch.no_grad()?). Use "
             "ScoreFunction or MeasureValued for a black-box f.")
     return values
+
+
+def check_estimate(estimate: GradientEstimate, dist: Family, differentiates_f: bool = False) -> GradientEstimate:
+    """``estimate`` itself if every gradient is finite; else a :class:`NonFiniteGradientError` that names the
+    parameter, where and how it is not finite, and what f's values were (they were checked to be finite).
+    ``differentiates_f``: the estimate used f's derivative (Pathwise), which may itself be the culprit."""
+    for name, g in estimate.grad.items():
+        if all_finite(g):
+            continue
+        d = g.detach()
+        bad = ~torch.isfinite(d)
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        kinds = " and ".join(k for k, m in (("NaN", torch.isnan(d)), ("infinity", torch.isinf(d)))
+                             if bool(m.any()))
+        vals = estimate.values.detach()
+        top = float(vals.abs().max()) if vals.numel() else 0.0
+        raise NonFiniteGradientError(
+            f"the estimate of {type(dist).__name__}.{name} is not finite: {kinds} in {int(bad.sum())} of "
+            f"{d.numel()} component(s), first {d[first].item()!r} at index {first}. f's values were finite "
+            f"(largest |f| = {top:.3g}, {vals.dtype}), so "
+            + ("f's derivative at some point is not finite (e.g. sqrt at 0), or " if differentiates_f else "")
+            + f"the estimator's arithmetic overflowed or divided by zero in {d.dtype}: rescale f, or build the "
+            "distribution in float64")
+    return estimate
 
 
 def all_finite(t: Tensor) -> bool:

@@ -117,6 +117,11 @@ class _Hybrid(StatsMixin, Estimator):
                 raise InvalidArgumentError(f"k: {type(self).__name__} chooses k components per parameter, but "
                                            f"{type(dist).__name__}.{name} has {n}; got k={self.k}")
         self._check_second(dist, names)
+        if dist.dtype not in (torch.float32, torch.float64):
+            raise InvalidArgumentError(
+                f"dist: {type(self).__name__} needs float32 or float64 parameters (its weights come from running "
+                f"variances, which {dist.dtype} cannot hold); got {type(dist).__name__} with {dist.dtype} "
+                "parameters. Build the distribution from float32 tensors")
         dist = dist.detach()
         self._ensure_stats(dist, names)
         comps = {}

@@ -80,6 +80,12 @@ class MeasureValued(Estimator):
     def components(self, dist: Family, name: str) -> Tensor:
         """The components of ``name`` to estimate, as ``[J, *batch]`` flat indices."""
         n = dist.n_components(name)
+        if isinstance(self.dims, Mapping):
+            unknown = [k for k in self.dims if k not in dist.param_names]
+            if unknown:
+                raise InvalidArgumentError(
+                    f"dims: {type(dist).__name__} has no parameter {unknown[0]!r}; the keys of dims must be among "
+                    f"its parameters {list(dist.param_names)}; got keys {list(self.dims)}")
         spec = self._dims_for(name)
         batch = dist.batch_shape
         if spec is None:
@@ -204,9 +210,9 @@ class MeasureValued(Estimator):
             block.diagonal(dim1=2, dim2=-1).copy_(torch.stack([plus, minus]).movedim(2, -1))
             blocks.append((names[k], k * 2 * M * D, comp, c, wd.sampled_side))
         values = f(points)
-        if not _plainly_valid(values, points.shape[0], batch):
-            values = check_values(values, points, batch)
-        return MeasureValuedPlan(dist, points, M, blocks, frozenset(names))._combine(values)
+        if not _plainly_valid(values, points.shape[0], batch, dist.dtype):
+            values = check_values(values, points, batch, dtype=dist.dtype)
+        return MeasureValuedPlan(dist, points, M, blocks, frozenset(names))._finish(values)
 
     def _estimate_streaming(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
@@ -250,16 +256,16 @@ class MeasureValued(Estimator):
                     pts.scatter_(-1, coord[:, s0:s1], replaced[m, :, s0:s1])
                     flat = pts.view(2 * n, *event)
                     v = f(flat)
-                    if not _plainly_valid(v, 2 * n, batch):
+                    if not _plainly_valid(v, 2 * n, batch, dist.dtype):
                         ids = row + m * J + torch.cat([torch.arange(s0, s1), M * J + torch.arange(s0, s1)])
-                        v = check_values(v, flat, batch, row_ids=ids)
+                        v = check_values(v, flat, batch, row_ids=ids, dtype=dist.dtype)
                     if values is None:
-                        values = torch.empty((total, *batch), dtype=v.dtype)
+                        values = torch.empty((total, *batch), dtype=dist.dtype)
                     values[row:row + 2 * M * J].view(2, M, J, *batch)[:, m, s0:s1] = v.detach().reshape(2, n, *batch)
             blocks.append((name, row, comp, c, decompositions[name].sampled_side))
             row += 2 * M * J
         points = torch.zeros((), dtype=dtype).expand(row, *event)                   # never materialised
-        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._combine(values)
+        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._finish(values)
 
     def _estimate_separable(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
@@ -281,8 +287,8 @@ class MeasureValued(Estimator):
                 occ, R = _repeat_index(comp, self._dims_for(name) is None)
                 base = dist.sample((M * R,), generator)                               # [M·R, *batch, D]
                 with torch.no_grad():
+                    base_i = _pick(base, occ, M, coord)             # [M, J, *batch], read before term sees base
                     f_base = _pick(term(base, index).sum(-1), occ, M)                   # [M, J, *batch]
-                    base_i = _pick(base, occ, M, coord)                                  # [M, J, *batch]
                     drop = f_base - term(base_i, coord)
                     vals[0] = drop + term(plus.to(base.dtype), coord)
                     vals[1] = drop + term(minus.to(base.dtype), coord)
@@ -291,9 +297,9 @@ class MeasureValued(Estimator):
                     for j0, j1 in _base_chunks(J, dist):
                         base = dist.sample((j1 - j0,), generator)                       # [rows, *batch, D]
                         with torch.no_grad():
-                            f_base = term(base, index).sum(-1)
                             idx = coord[j0:j1]
-                            base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+                            base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)   # before term sees base
+                            f_base = term(base, index).sum(-1)
                             drop = f_base - term(base_i, idx)
                             vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
                             vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
@@ -305,14 +311,13 @@ class MeasureValued(Estimator):
             bad = (~torch.isfinite(values)).reshape(values.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
             raise EvaluationError(f"f returned non-finite values (NaN or infinity) at point index(es) {bad}")
         points = torch.zeros((), dtype=dist.dtype).expand(row, *event)              # never materialised
-        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._combine(values)
+        return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._finish(values)
 
 
-def _plainly_valid(v: object, n: int, batch: torch.Size) -> bool:
-    """The common case, checked cheaply: a finite floating tensor ``[n, *batch]`` (else ``check_values`` says
-    what is wrong)."""
-    return (isinstance(v, Tensor) and v.is_floating_point() and v.shape == (n, *batch)
-            and all_finite(v))
+def _plainly_valid(v: object, n: int, batch: torch.Size, dtype: torch.dtype) -> bool:
+    """The common case, checked cheaply: a finite tensor ``[n, *batch]`` of the distribution's dtype (else
+    ``check_values`` casts it or says what is wrong)."""
+    return isinstance(v, Tensor) and v.dtype == dtype and v.shape == (n, *batch) and all_finite(v)
 
 
 def _repeat_index(comp: Tensor, distinct: bool) -> tuple[Tensor, int]:

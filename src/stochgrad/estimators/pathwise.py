@@ -49,7 +49,7 @@ class Pathwise(Estimator):
                     f"use {' or '.join(others)}")
         dist = dist.detach()
         x = dist.sample((self.n_samples,), generator)
-        return PathwisePlan(dist, x.requires_grad_(True), names)
+        return PathwisePlan(dist, x, names)
 
 
 class PathwisePlan(Plan):
@@ -57,14 +57,19 @@ class PathwisePlan(Plan):
 
     requires_grad_values = True
 
-    def __init__(self, dist: Family, points: Tensor, params: tuple[str, ...]) -> None:
-        self.dist, self.points, self.params = dist, points, params
+    def __init__(self, dist: Family, draws: Tensor, params: tuple[str, ...]) -> None:
+        self.dist, self.params = dist, params
+        self.draws = draws.requires_grad_(True)
+        #: What f is given: a differentiable copy of the draws, so that an f that edits its points in place
+        #: changes neither the draws nor the Jacobian computed from them (in-place edits of a leaf that
+        #: requires grad would also be refused by autograd).
+        self.points = draws.clone()
 
     def _combine(self, values: Tensor) -> GradientEstimate:
-        (grad_x,) = torch.autograd.grad(values.sum(), self.points, allow_unused=True)
+        (grad_x,) = torch.autograd.grad(values.sum(), self.draws, allow_unused=True)
         if grad_x is None:
-            grad_x = torch.zeros_like(self.points)
-        x = self.points.detach()
+            grad_x = torch.zeros_like(self.draws)
+        x = self.draws.detach()
         grad, var = {}, {}
         for name in self.params:
             h = grad_x * self.dist.rsample_jacobian(x, name)

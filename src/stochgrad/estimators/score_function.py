@@ -64,9 +64,7 @@ class ScoreFunction(Estimator):
     def plan(self, dist: Family, generator: torch.Generator | None = None,
              params: Sequence[str] | None = None) -> ScoreFunctionPlan:
         names = resolve_params(dist, params)
-        for name in names:
-            if name not in dist.score_params:
-                dist.score(dist.sample((1,), generator), name)  # raises the explanatory error
+        check_score_params(dist, names)
         dist = dist.detach()
         n = self.n_samples // 2 if self.antithetic else self.n_samples
         if self.antithetic and not dist.symmetric:
@@ -79,7 +77,24 @@ class ScoreFunction(Estimator):
             x = torch.cat([x, dist.reflect(x)], 0)
             noise = torch.cat([noise, -noise], 0) if noise is not None else None
             pair_of = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-        return ScoreFunctionPlan(dist, x, names, self.baseline, pair_of, noise)
+        # The score terms are computed now, before f sees the points: an f that edits them in place cannot
+        # change the estimate, and the work is the same as in combine.
+        terms = {name: dist.score_terms(x, noise, name) for name in names}
+        return ScoreFunctionPlan(dist, x, names, self.baseline, pair_of, terms)
+
+
+def check_score_params(dist: Family, names: Sequence[str]) -> None:
+    """Raise :class:`UnsupportedError` for any of ``names`` the score function is not valid for: a parameter
+    that moves the support, or one at the end of its range (Bernoulli probs 0 or 1, Geometric probs 1)."""
+    for name in names:
+        if name not in dist.score_params:
+            dist.score(dist.sample((1,)), name)  # raises the explanatory error
+        why = dist.score_boundary(name)
+        if why is not None:
+            raise UnsupportedError(
+                f"the score function (ScoreFunction, and CCMVD and CCSF, which build on it) is not valid for "
+                f"{type(dist).__name__}.{name} here: {why}. Use MeasureValued or Auto, which give that one-sided "
+                f"gradient exactly, or keep '{name}' inside its range")
 
 
 def _weighted_sum(w: Tensor, t: Tensor) -> Tensor:
@@ -96,13 +111,21 @@ class ScoreFunctionPlan(Plan):
     """Points x_n ~ p_θ (or antithetic pairs) and the recipe of :class:`ScoreFunction`."""
 
     def __init__(self, dist: Family, points: Tensor, params: tuple[str, ...], baseline: str | None,
-                 pair_of: Tensor | None, noise: Tensor | None = None) -> None:
+                 pair_of: Tensor | None, terms: dict[str, tuple[Tensor, Tensor | float, float, int]]) -> None:
         self.dist, self.points, self.params, self.baseline, self.pair_of = dist, points, params, baseline, pair_of
-        self.noise = noise
+        #: Per parameter, the score as a·(T − c) with its parity (:meth:`Family.score_terms`), from the draws.
+        self.terms = terms
+
+    def score(self, name: str) -> Tensor:
+        """The score of parameter ``name`` at the drawn points, ``[N, *batch, *components]``."""
+        t, a, c, _ = self.terms[name]
+        if c != 0:
+            return a * (t - c)
+        return t if isinstance(a, float) and a == 1.0 else a * t
 
     def contributions(self, values: Tensor, name: str) -> Tensor:
         """Per-sample terms ``(f_n − b_n) s_n`` for parameter ``name``: ``[N, *batch, *components]``."""
-        s = self.dist.score(self.points, name)
+        s = self.score(name)
         b = compute_baseline(self.baseline, values, s, self.pair_of)
         extra = s.dim() - values.dim()
         v = values.reshape(*values.shape, *([1] * extra))
@@ -118,7 +141,7 @@ class ScoreFunctionPlan(Plan):
         w = values - compute_baseline(self.baseline, values, values, self.pair_of)
         grad, var = {}, {}
         for name in self.params:
-            t, a, c, parity = self.dist.score_terms(self.points, self.noise, name)
+            t, a, c, parity = self.terms[name]
             if self.pair_of is not None:
                 half = w.shape[0] // 2
                 w_eff = 0.5 * (w[:half] + parity * w[half:])    # pair means: s(x') = parity · s(x)
