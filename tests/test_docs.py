@@ -10,7 +10,7 @@ Examples are the fenced blocks of README.md and docs/*.md:
 A line ``<!-- example: {...} -->`` right before a fence says how the suite runs that block (JSON): ``"replace"``
 lists ``[old, new]`` substitutions that make it small, ``"needs"`` names extras whose absence skips it,
 ``"fixtures"`` names things to build first (``"tiny-lm"``: a tiny pretrained GPT-2 at
-``runs/rlhf-demo/base-model``) and ``"run": true`` also runs a command block's lines in order.
+``runs/rlhf-demo/base-model``; ``"my-objective"``: a module ``my_objective`` with a batched ``loss``) and ``"run": true`` also runs a command block's lines in order.
 """
 
 from __future__ import annotations
@@ -98,7 +98,11 @@ def _prepare(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             pytest.skip(f"needs the '{extra}' extra")
     monkeypatch.chdir(tmp_path)
     for fixture in block.marker.get("fixtures", []):
-        assert fixture == "tiny-lm", f"{block.id}: unknown fixture {fixture!r}"
+        assert fixture in ("tiny-lm", "my-objective"), f"{block.id}: unknown fixture {fixture!r}"
+        if fixture == "my-objective":
+            (tmp_path / "my_objective.py").write_text("def loss(x):\n    return ((x - 1) ** 2).sum(-1)\n")
+            monkeypatch.syspath_prepend(str(tmp_path))
+            continue
         from stochgrad.runs.threads import torch_threads
         from stochgrad.rlhf.tiny import build_pretrained
 

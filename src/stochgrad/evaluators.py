@@ -399,14 +399,16 @@ EVALUATORS = ("process", "ray", "serial")
 
 
 def make_evaluator(kind: str = "process", workers: int | None = None, ray_address: str | None = None,
-                   ) -> Serial | ProcessPool | Ray:
-    """An evaluator with ``map(fn, items)`` (RL episodes, anything picklable) by name, as the commands take it.
+                   per_point: bool = True) -> Serial | ProcessPool | Ray:
+    """An evaluator by name, as the commands take it: ``evaluator(f, points)`` and ``map(fn, items)``.
 
     Args:
       kind: "process" (local worker processes), "ray" (a Ray cluster) or "serial" (this process).
       workers: processes for "process", CPUs of a local Ray cluster (default: every core).
       ray_address: "auto" (or "ray://…") joins an existing Ray cluster; None starts a local one. Giving an
         address implies ``kind="ray"``.
+      per_point: for ``evaluator(f, points)`` on processes or Ray: f takes one point ``[D]`` (default) or a
+        chunk ``[n, D] -> [n]``.
     """
     if ray_address is not None and kind == "process":
         kind = "ray"
@@ -417,5 +419,5 @@ def make_evaluator(kind: str = "process", workers: int | None = None, ray_addres
     if kind == "serial":
         return Serial()
     if kind == "ray":
-        return Ray(address=ray_address, num_cpus=workers)
-    return ProcessPool(workers=workers or os.cpu_count() or 1)
+        return Ray(address=ray_address, num_cpus=workers, per_point=per_point)
+    return ProcessPool(workers=workers or os.cpu_count() or 1, per_point=per_point)

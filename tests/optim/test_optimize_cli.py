@@ -58,7 +58,7 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--function", "sphre"], "argument --function: invalid choice: 'sphre'"),
+    (["--function", "sphre"], "function: unknown name 'sphre'"),
     (["--estimator", "es"], "argument --estimator: invalid choice: 'es'"),
     (["--dim", "10", "--estimator", "mvd", "--popsize", "12"], "mvd needs at least 20 evaluations"),
 ])
@@ -91,3 +91,58 @@ def test_optimize_offers_the_natural_update_rule(tmp_path) -> None:
                  "natural", "--fitness-shaping", "centered-ranks", "--budget", "400", "--no-progress",
                  "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["config"]["optimizer"] == "natural"
+
+
+USER_MODULE = '''
+import torch
+
+def batched(x):
+    return ((x - 1.0) ** 2).sum(-1)
+
+def one_point(x):
+    return float(((x - 1.0) ** 2).sum())
+
+not_callable = 3
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A module of the user's in the working directory, as `stochgrad optimize --function mod:f` would see."""
+    (tmp_path / "my_objectives.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_objectives"
+
+
+@pytest.mark.parametrize("extra", [[], ["--per-point"], ["--per-point", "--evaluator", "process", "--workers", "2"],
+                                   ["--evaluator", "process", "--workers", "2"]],
+                         ids=["batched", "per-point", "per-point-processes", "batched-processes"])
+def test_optimize_minimises_the_users_own_function(user_module, tmp_path, capsys, extra) -> None:
+    fn = "one_point" if "--per-point" in extra else "batched"
+    out = tmp_path / "run"
+    assert main(["optimize", "--function", f"{user_module}:{fn}", "--dim", "3", "--estimator", "mvd", "--budget",
+                 "240", "--optimizer", "natural", "--fitness-shaping", "centered-ranks", "--no-progress",
+                 "--out", str(out), *extra]) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert rows[-1]["n_evals"] == 240 and rows[-1]["best_f"] < rows[0]["best_f"]
+    assert "global minimum" not in (out / "summary.md").read_text()
+    if extra:
+        straight = [r["best_f"] for r in read_jsonl(out / "metrics.jsonl")]
+        ref = tmp_path / "ref"
+        assert main(["optimize", "--function", f"{user_module}:batched", "--dim", "3", "--estimator", "mvd",
+                     "--budget", "240", "--optimizer", "natural", "--fitness-shaping", "centered-ranks",
+                     "--no-progress", "--out", str(ref)]) == 0
+        assert straight == [r["best_f"] for r in read_jsonl(ref / "metrics.jsonl")]   # same numbers anywhere
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no_such_module_x:f", "function: cannot import module 'no_such_module_x'"),
+    ("my_objectives:missing", "function: 'my_objectives' has no attribute 'missing'"),
+    ("my_objectives:not_callable", "function: 'my_objectives:not_callable' is a int, not a callable"),
+    ("sphre", "function: unknown name 'sphre'; choose one of sphere"),
+])
+def test_a_bad_user_function_is_named(user_module, tmp_path, capsys, spec, message) -> None:
+    assert main(["optimize", "--function", spec, "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -1,4 +1,5 @@
-"""``stochgrad optimize``: minimise a lab test function through the one run abstraction.
+"""``stochgrad optimize``: minimise a lab test function, or your own ``module:callable``, through the one run
+abstraction, with f evaluated in this process, in worker processes or on Ray.
 
 The run directory (see :mod:`stochgrad.runs.run`) holds ``config.json``, ``metrics.jsonl`` (one row per step:
 ``step``, ``n_evals``, ``evals``, ``best_f``, ``mean_f``, ``sigma``, ``seconds``), ``checkpoint.pt`` (the
@@ -19,8 +20,11 @@ import torch
 
 from stochgrad.errors import InvalidArgumentError
 from stochgrad.estimators.registry import estimator_names, get_spec
-from stochgrad.lab.functions import FUNCTIONS, get_function
+from stochgrad.estimators.base import Evaluator
+from stochgrad.evaluators import Serial, make_evaluator
+from stochgrad.lab.functions import FUNCTIONS
 from stochgrad.optim.minimize import MinimizeResult, check_first_step, stop_reason, take_step
+from stochgrad.optim.objective import Objective, resolve_objective
 from stochgrad.optim.search import OPTIMIZERS, SearchGradient
 from stochgrad.optim.shaping import SHAPINGS
 from stochgrad.runs import Command, option, run
@@ -31,14 +35,17 @@ from stochgrad.runs.files import atomic_write_text, new_figure, save_figure
 class OptimizeConfig:
     """Everything that defines an optimisation run (saved as config.json; the CLI's options)."""
 
-    function: str = option("rastrigin", "test function", choices=tuple(FUNCTIONS))
+    function: str = option("rastrigin", "a test function (" + ", ".join(FUNCTIONS) + ") or your own as "
+                           "module:callable, batched [n, D] -> [n] (or one point [D] -> number with --per-point)")
+    per_point: bool = option(False, "the module:callable takes one point [D] and returns a number")
     dim: int = option(10, "dimension D")
     estimator: str = option("auto", "gradient estimator by name", choices=tuple(estimator_names()))
     budget: int = option(20000, "evaluations of f in total (may be raised on --resume)", resumable=True)
     popsize: int | None = option(None, "evaluations per step (default: 2*D, at least 8)")
-    sigma0: float | None = option(None, "initial search scale (default: 0.1 x the function's domain half-width)")
-    x0: float | None = option(None, "initial value of every coordinate (default: a quarter of the domain "
-                                    "half-width)")
+    sigma0: float | None = option(None, "initial search scale (default: 0.1 x a test function's domain "
+                                        "half-width; 1 for your own function)")
+    x0: float | None = option(None, "initial value of every coordinate (default: a quarter of a test function's "
+                                    "domain half-width; 0 for your own function)")
     lr: float | None = option(None, "learning rate (default: sigma0; 1 with --optimizer natural)")
     optimizer: str = option("adam", "update rule: a torch optimiser (adam, sgd) or natural-gradient steps that "
                                     "also learn sigma, SNES-style", choices=(*OPTIMIZERS, "natural"))
@@ -51,13 +58,18 @@ class OptimizeConfig:
     time_limit: float | None = option(None, "stop after this many seconds (of this session)", resumable=True)
     seed: int = option(0, "seed of every random number")
     checkpoint_every: int = option(50, "steps between checkpoints")
+    evaluator: str = option("vectorized", "where f runs: one call in this process (a per-point f in a loop), "
+                                          "worker processes, or a Ray cluster (both need an importable f)",
+                            choices=("vectorized", "process", "ray"), resumable=True)
+    workers: int | None = option(None, "worker processes / local Ray CPUs (default: all)", resumable=True)
+    ray_address: str | None = option(None, "join a Ray cluster ('auto'); implies --evaluator ray", resumable=True)
 
     def validate(self) -> None:
-        fn = get_function(self.function)
+        self.objective()
         get_spec(self.estimator)
-        if self.dim < (2 if fn.name == "rosenbrock" else 1):
-            raise InvalidArgumentError(f"dim: {fn.name} needs dim >= {2 if fn.name == 'rosenbrock' else 1}; "
-                                       f"got {self.dim}")
+        need = 2 if self.function == "rosenbrock" else 1
+        if self.dim < need:
+            raise InvalidArgumentError(f"dim: {self.function} needs dim >= {need}; got {self.dim}")
         if self.budget < 1:
             raise InvalidArgumentError(f"budget: need a positive number of evaluations; got {self.budget}")
         if self.checkpoint_every < 1:
@@ -65,14 +77,26 @@ class OptimizeConfig:
         if self.time_limit is not None and not self.time_limit > 0:
             raise InvalidArgumentError(f"time_limit: must be > 0 seconds; got {self.time_limit}")
 
+    def objective(self) -> Objective:
+        return resolve_objective(self.function, self.dim, self.per_point)
+
     def make_optimizer(self) -> SearchGradient:
-        fn = get_function(self.function)
-        sigma0 = self.sigma0 if self.sigma0 is not None else 0.1 * fn.domain
-        x0 = torch.full((self.dim,), self.x0 if self.x0 is not None else 0.25 * fn.domain, dtype=torch.float64)
-        return SearchGradient(x0, sigma0, estimator=self.estimator, popsize=self.popsize, optimizer=self.optimizer,
+        obj = self.objective()
+        domain = obj.domain
+        sigma0 = self.sigma0 if self.sigma0 is not None else (0.1 * domain if domain else 1.0)
+        x0 = self.x0 if self.x0 is not None else (0.25 * domain if domain else 0.0)
+        return SearchGradient(torch.full((self.dim,), float(x0), dtype=torch.float64), sigma0,
+                              estimator=self.estimator, popsize=self.popsize, optimizer=self.optimizer,
                               lr=self.lr, learn_scale=self.learn_scale, sigma_decay=self.sigma_decay,
-                              lr_decay=self.lr_decay,
-                              min_sigma=self.min_sigma, fitness_shaping=self.fitness_shaping, seed=self.seed)
+                              lr_decay=self.lr_decay, min_sigma=self.min_sigma, fitness_shaping=self.fitness_shaping,
+                              seed=self.seed)
+
+    def make_evaluator(self) -> Evaluator | None:
+        """None (one call of f) for a batched f in this process; else an evaluator that closes."""
+        if self.evaluator == "vectorized" and self.ray_address is None:
+            return Serial() if self.per_point else None
+        return make_evaluator("ray" if self.ray_address else self.evaluator, self.workers, self.ray_address,
+                              per_point=self.per_point)
 
 
 class OptimizeExperiment:
@@ -82,9 +106,10 @@ class OptimizeExperiment:
 
     def __init__(self, config: OptimizeConfig, run_dir: Path | None = None) -> None:
         self.config = config
-        self.fn = get_function(config.function)
+        self.objective = config.objective()
         self.opt = config.make_optimizer()
         check_first_step(self.opt, config.budget)       # before anything is written
+        self.evaluator = config.make_evaluator()
         self.start = time.perf_counter()
         self.deadline = None if config.time_limit is None else self.start + config.time_limit
 
@@ -92,7 +117,7 @@ class OptimizeExperiment:
         return stop_reason(self.opt, self.config.budget, self.config.target, self.deadline)
 
     def step(self) -> dict[str, Any]:
-        return take_step(self.opt, self.fn, None, self.start)
+        return take_step(self.opt, self.objective.f, self.evaluator, self.start)
 
     def progress(self) -> tuple[int, int]:
         return self.opt.n_evals, self.config.budget
@@ -111,6 +136,11 @@ class OptimizeExperiment:
         return MinimizeResult(opt.best_x.clone(), opt.best_f if math.isfinite(opt.best_f) else math.nan,
                               opt.n_evals, opt.n_steps, opt.loc.detach().clone(), stopped, rows)
 
+    def close(self) -> None:
+        if self.evaluator is not None and hasattr(self.evaluator, "close"):
+            self.evaluator.close()
+        self.evaluator = None
+
     def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
         c, res = self.config, self.result(rows, stopped)
         title = f"{c.function} D={c.dim}, {c.estimator}, seed {c.seed}"
@@ -120,7 +150,8 @@ class OptimizeExperiment:
             f"- stopped by: {stopped}",
             f"- evaluations: {res.n_evals} of {c.budget}",
             f"- steps: {res.n_steps}",
-            f"- best f: {res.fun:.6g} (global minimum {self.fn.minimum(c.dim):.6g})",
+            f"- best f: {res.fun:.6g}" + ("" if self.objective.minimum is None
+                                          else f" (global minimum {self.objective.minimum:.6g})"),
             f"- final σ (mean): {float(self.opt.scale.mean()):.3g}",
             "", "Plot: `plots/convergence.png`; metrics: `metrics.jsonl`; checkpoint: `checkpoint.pt`.", "",
         ]
