@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stochgrad.distributions.base import Family
+from stochgrad.distributions.weak import find_weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError
 from stochgrad.estimators.auto import Auto
 from stochgrad.estimators.base import Estimator, resolve_params
@@ -28,12 +29,17 @@ class EstimatorSpec:
       description: one line for ``--help`` and docs.
       build: ``(budget, dist, params) -> Estimator`` using at most ``budget`` evaluations.
       minimum: ``(dist, params) -> int``, the smallest budget it can work with.
+      supports: ``(family class, parameter) -> bool``, whether it claims an estimate for that parameter (the
+        statistical tests are generated from this claim, and check it both ways).
+      biased: its expectation is not the gradient, by design (``sf-mean``: (N − 1)/N of it).
     """
 
     name: str
     description: str
     build: Callable[[int, Family, tuple[str, ...]], Estimator]
     minimum: Callable[[Family, tuple[str, ...]], int]
+    supports: Callable[[type, str], bool] = lambda family, param: True
+    biased: bool = False
 
 
 def _components(dist: Family, params: tuple[str, ...]) -> int:
@@ -76,10 +82,43 @@ def _hybrid(cls: type) -> tuple[Callable, Callable]:
 _REGISTRY: dict[str, EstimatorSpec] = {}
 
 
-def register_estimator(name: str, description: str, build: Callable, minimum: Callable) -> None:
-    """Make an estimator available by name to the lab, the optimiser and the CLI."""
-    _REGISTRY[name] = EstimatorSpec(name, description, build, minimum)
+def register_estimator(name: str, description: str, build: Callable, minimum: Callable,
+                       supports: Callable[[type, str], bool] | None = None, biased: bool = False) -> None:
+    """Make an estimator available by name to the lab, the optimiser and the CLI.
 
+    ``supports(family, param)`` says which parameters it estimates (default: all); registering puts it under
+    every statistical test on every family and parameter it supports."""
+    _REGISTRY[name] = EstimatorSpec(name, description, build, minimum,
+                                    supports or (lambda family, param: True), biased)
+
+
+def _score(family: type, param: str) -> bool:
+    return param in family.score_params
+
+
+def _antithetic(family: type, param: str) -> bool:
+    return param in family.score_params and family.symmetric
+
+
+def _weak(family: type, param: str) -> bool:
+    return find_weak_derivative(family, param) is not None
+
+
+def _reparam(family: type, param: str) -> bool:
+    return param in family.reparam_params
+
+
+def _score_and_weak(family: type, param: str) -> bool:
+    return _score(family, param) and _weak(family, param)
+
+
+def _score_or_weak(family: type, param: str) -> bool:
+    return _score(family, param) or _weak(family, param)
+
+
+SUPPORTS = {"sf": _score, "sf-mean": _score, "sf-loo": _score, "sf-optimal": _score, "sf-antithetic": _antithetic,
+            "sf-antithetic-loo": _antithetic, "mvd": _weak, "mvd-shared": _weak, "mvd-uncoupled": _weak,
+            "pathwise": _reparam, "ccmvd": _score_and_weak, "ccsf": _score, "auto": _score_or_weak}
 
 for _name, _desc, (_build, _min) in [
     ("sf", "score function, no baseline", _sf(None)),
@@ -101,7 +140,7 @@ for _name, _desc, (_build, _min) in [
     ("auto", "budget-aware split between score function and per-component MVD by predicted MSE",
      (lambda budget, dist, params: Auto(budget), lambda dist, params: Auto.minimum_budget(dist, params))),
 ]:
-    register_estimator(_name, _desc, _build, _min)
+    register_estimator(_name, _desc, _build, _min, SUPPORTS[_name], biased=_name == "sf-mean")
 
 
 def estimator_names() -> list[str]:
