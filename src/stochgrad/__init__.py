@@ -32,6 +32,7 @@ from stochgrad.errors import (
     UnsupportedError,
 )
 from stochgrad.estimators import (
+    ARS,
     CCMVD,
     CCSF,
     Auto,
@@ -51,6 +52,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
     "Uniform", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
-    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
+    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "ARS", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
     "UnsupportedError", "BudgetError", "EvaluationError", "MissingExtraError", "__version__",
 ]

@@ -139,6 +139,10 @@ def test_bad_settings_are_named() -> None:
         _fast(optimizer="lbfgs").validate()
     with pytest.raises(sg.InvalidArgumentError, match="top: ARS uses b <= N = 4 directions; got 9"):
         Trainer(_fast(estimator="ars", top=9), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match=r"episodes_per_iter: ars uses 6 of 7 episodes per estimate"):
+        Trainer(_fast(estimator="ars", episodes_per_iter=7), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match=r"episodes_per_iter: sf-antithetic uses 6 of 7 episodes"):
+        Trainer(_fast(episodes_per_iter=7), 0, Serial())
 
 
 def test_run_directory_errors(tmp_path) -> None:
