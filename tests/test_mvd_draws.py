@@ -31,7 +31,7 @@ def test_the_destination_of_the_bases_does_not_change_the_draws(coupled, shared_
         got = []
         for b in draws:
             block = torch.empty(2, 2, b.comp.shape[0], 3, 6, dtype=T)
-            kw = {"into": block} if mode == "into" else {"reuse": mode == "reuse"}
+            kw = {"into": block.unbind(0)} if mode == "into" else {"reuse": mode == "reuse"}
             for d in b.bases(**kw):
                 got.append((b.name, d.side, d.m, d.j0, d.j1, d.shared, d.points.clone(), b.plus.clone()))
         runs[mode] = (got, draws.generator.get_state())

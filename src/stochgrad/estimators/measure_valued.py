@@ -130,13 +130,14 @@ class MeasureValued(Estimator):
             comp = b.comp
             coord = dist.coordinate_of(b.name, comp).expand(M, *comp.shape).unsqueeze(-1)   # [M, J, *batch, 1]
             block = points[b.row:b.row + b.rows].view(2, M, comp.shape[0], *event)
-            for d in b.bases(into=block):
+            sides = block.unbind(0)
+            for d in b.bases(into=sides):
                 if d.shared:
-                    block[d.side].copy_(_pick(d.points.to(dtype), b.occ, M))
+                    sides[d.side].copy_(_pick(d.points.to(dtype), b.occ, M))
             if self.coupled:
-                block[1].copy_(block[0])
-            block[0].scatter_(-1, coord, b.plus.unsqueeze(-1).to(dtype))
-            block[1].scatter_(-1, coord, b.minus.unsqueeze(-1).to(dtype))
+                sides[1].copy_(sides[0])
+            sides[0].scatter_(-1, coord, b.plus.unsqueeze(-1).to(dtype))
+            sides[1].scatter_(-1, coord, b.minus.unsqueeze(-1).to(dtype))
             blocks.append(b.summary())
         return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))
 
@@ -181,21 +182,22 @@ class MeasureValued(Estimator):
         comp = self.components(dist, names[0])                                        # [D, *batch], all
         K = len(names)
         points = torch.empty((K * 2 * M * D, *event), dtype=dist.dtype)
-        draws = MVDDraws(dist, dict.fromkeys(names, comp), decompositions, M, True, self.shared_base,
-                         frozenset(names), generator)
+        complete = frozenset(names)
+        draws = MVDDraws(dist, dict.fromkeys(names, comp), decompositions, M, True, self.shared_base, complete,
+                         generator)
         blocks = []
         for block, b in zip(points.view(K, 2, M, D, *event).unbind(0), draws):
             base, paired = block.unbind(0)                                            # [M, D, *batch, D] each
-            for d in b.bases(into=block):
-                if d.shared:
-                    base.copy_(_pick(d.points, b.occ, M))
+            for d in b.bases(into=(base, paired)):
+                if d.shared:                                 # all components, each listed once: R = 1
+                    base.copy_(d.points.unsqueeze(1).expand(M, D, *event))
             paired.copy_(base)
             block.diagonal(dim1=2, dim2=-1).copy_(torch.stack([b.plus, b.minus]).movedim(2, -1))
             blocks.append(b.summary())
         values = f(points)
         if not _plainly_valid(values, points.shape[0], batch):
             values = check_values(values, points, batch)
-        return MeasureValuedPlan(dist, points, M, blocks, frozenset(names))._combine(values)
+        return MeasureValuedPlan(dist, points, M, blocks, complete)._combine(values)
 
     def _estimate_streaming(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
@@ -350,8 +352,9 @@ class MeasureValuedPlan(Plan):
         for name, (comp, h) in self.contributions(values).items():
             shape = dist.param(name).shape
             if name in self.complete:
-                grad[name] = (h[0] if M == 1 else h.mean(0)).movedim(0, -1).reshape(shape)
-                var[name] = sample_variance(h).movedim(0, -1).reshape(shape)
+                grad[name] = (h.select(0, 0) if M == 1 else h.mean(0)).movedim(0, -1).reshape(shape)
+                var[name] = (torch.full(shape, float("nan"), dtype=h.dtype) if M == 1
+                             else sample_variance(h).movedim(0, -1).reshape(shape))
                 continue
             # Every (sample, listed component) is one contribution; a component listed m times has m·M.
             idx = comp.expand(M, *comp.shape).reshape(-1, *comp.shape[1:]).movedim(0, -1)   # [*batch, M·J]
@@ -370,7 +373,7 @@ class MeasureValuedPlan(Plan):
             if side is not None:
                 J = comp.shape[0]
                 fv = values.narrow(0, row, 2 * M * J).reshape(2, M * J, *values.shape[1:])
-                sampled.append(fv[0 if side == "plus" else 1])
+                sampled.append(fv.select(0, 0 if side == "plus" else 1))
         value = (torch.cat(sampled, 0).mean(0) if len(sampled) > 1 else sampled[0].mean(0) if sampled
                  else values.new_full(values.shape[1:], float("nan")))
         estimated = None

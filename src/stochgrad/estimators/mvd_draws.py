@@ -28,7 +28,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -74,28 +74,38 @@ class BlockDraws:
       R: shared bases per sample (1 without shared bases).
     """
 
-    __slots__ = ("name", "row", "comp", "c", "plus", "minus", "sampled_side", "occ", "R", "drawn", "_owner")
+    __slots__ = ("name", "row", "comp", "c", "plus", "minus", "sampled_side", "drawn", "_owner", "_occ", "_R")
 
     def __init__(self, owner: MVDDraws, name: str, row: int, comp: Tensor, wd: WeakDerivative) -> None:
         self._owner, self.name, self.row, self.comp, self.sampled_side = owner, name, row, comp, wd.sampled_side
         self.c, self.plus, self.minus = wd.sampler(owner.dist, comp, owner.M, owner.generator, owner.coupled)
-        if owner.shared_base:
-            self.occ, self.R = repeat_index(comp, name in owner.complete)
-        else:
-            self.occ, self.R = None, 1
+        self._occ: Tensor | None = None
+        self._R = 1 if not owner.shared_base or name in owner.complete else None   # else counted when needed
         self.drawn = False
+
+    @property
+    def occ(self) -> Tensor | None:
+        if self._occ is None and self._owner.shared_base:
+            self._occ, self._R = repeat_index(self.comp, self.name in self._owner.complete)
+        return self._occ
+
+    @property
+    def R(self) -> int:
+        if self._R is None:
+            self._occ, self._R = repeat_index(self.comp, False)
+        return self._R
 
     @property
     def rows(self) -> int:
         """``2·M·J``, the block's number of points."""
         return 2 * self._owner.M * self.comp.shape[0]
 
-    def bases(self, into: Tensor | None = None, reuse: bool = False) -> Iterator[BaseDraw]:
+    def bases(self, into: Sequence[Tensor] | None = None, reuse: bool = False) -> Iterator[BaseDraw]:
         """Draw the block's base points in the fixed order, one :class:`BaseDraw` at a time.
 
         Args:
-          into: the block's points ``[2, M, J, *batch, D]``: draws that are not shared are made in place there
-            (``into[side, m, j0:j1]``, or ``into[1]`` for the uncoupled − side).
+          into: the block's + and − points, ``[M, J, *batch, D]`` each: draws that are not shared are made in
+            place there (``into[side][m, j0:j1]``, or all of ``into[1]`` for the uncoupled − side).
           reuse: without ``into``, make those draws in one buffer reused by every chunk (the yielded points
             are valid until the next draw); otherwise each is a fresh tensor.
 
@@ -108,7 +118,7 @@ class BlockDraws:
                 yield BaseDraw(side, None, 0, J, o.dist.sample((M * self.R,), o.generator), True)
         else:
             chunks = ((0, J),) if J <= o.rows_per_draw else base_chunks(J, o.dist)
-            per_sample = None if into is None else into.select(0, 0).unbind(0)
+            per_sample = None if into is None else into[0].unbind(0)
             for m in range(M):
                 for j0, j1 in chunks:
                     out = None
@@ -116,7 +126,7 @@ class BlockDraws:
                         out = per_sample[m] if j1 - j0 == J else per_sample[m].narrow(0, j0, j1 - j0)
                     yield BaseDraw(0, m, j0, j1, o._draw(j1 - j0, out, reuse), False)
             if not o.coupled:
-                out = None if into is None else into.select(0, 1)
+                out = None if into is None else into[1]
                 yield BaseDraw(1, None, 0, J, o._draw((M, J), out, False), False)
         self.drawn = True
 
