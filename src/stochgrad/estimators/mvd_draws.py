@@ -121,10 +121,11 @@ class BlockDraws:
             per_sample = None if into is None else into[0].unbind(0)
             for m in range(M):
                 for j0, j1 in chunks:
-                    out = None
                     if per_sample is not None:
                         out = per_sample[m] if j1 - j0 == J else per_sample[m].narrow(0, j0, j1 - j0)
-                    yield BaseDraw(0, m, j0, j1, o._draw(j1 - j0, out, reuse), False)
+                        yield BaseDraw(0, m, j0, j1, o.dist.sample_into(out, o.generator), False)
+                    else:
+                        yield BaseDraw(0, m, j0, j1, o._draw(j1 - j0, None, reuse), False)
             if not o.coupled:
                 out = None if into is None else into[1]
                 yield BaseDraw(1, None, 0, J, o._draw((M, J), out, False), False)
@@ -173,7 +174,7 @@ class MVDDraws:
             if not block.drawn:
                 raise RuntimeError(f"MVDDraws: the bases of block {name!r} were not all drawn before the next "
                                    "block; iterate block.bases() to the end")
-            row += block.rows
+            row += 2 * self.M * comp.shape[0]
 
     def _draw(self, rows: int | tuple[int, ...], out: Tensor | None, reuse: bool) -> Tensor:
         """Base points of sample shape ``rows``: in ``out``, in the reused buffer, or fresh."""
