@@ -271,16 +271,16 @@ class MeasureValued(Estimator):
                 base = d.points
                 with torch.no_grad():
                     if d.shared:                                                      # [M·R, *batch, D]
+                        base_i = _pick(base, b.occ, M, coord)   # [M, J, *batch], read before term sees base
                         f_base = _pick(term(base, index).sum(-1), b.occ, M)             # [M, J, *batch]
-                        base_i = _pick(base, b.occ, M, coord)                            # [M, J, *batch]
                         drop = f_base - term(base_i, coord)
                         vals[0] = drop + term(plus.to(base.dtype), coord)
                         vals[1] = drop + term(minus.to(base.dtype), coord)
                         continue
                     m, j0, j1 = d.m, d.j0, d.j1                                       # base: [rows, *batch, D]
-                    f_base = term(base, index).sum(-1)
                     idx = coord[j0:j1]
-                    base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+                    base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)         # before term sees base
+                    f_base = term(base, index).sum(-1)
                     drop = f_base - term(base_i, idx)
                     vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
                     vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
