@@ -34,6 +34,7 @@ from stochgrad.errors import (
     UnsupportedError,
 )
 from stochgrad.estimators import (
+    ARS,
     CCMVD,
     CCSF,
     Auto,
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Family", "Normal", "Bernoulli", "Categorical", "Poisson", "Exponential", "Gamma", "Binomial", "Geometric",
     "Uniform", "from_torch", "register_weak_derivative", "Estimator", "Plan", "GradientEstimate", "ScoreFunction",
-    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "min_variance_weight", "expectation", "Separable", "evaluators", "StochgradError", "InvalidArgumentError",
-    "UnsupportedError", "BudgetError", "EvaluationError", "MissingExtraError", "NonFiniteGradientError",
-    "__version__",
+    "MeasureValued", "Pathwise", "CCMVD", "CCSF", "Auto", "ARS", "min_variance_weight", "expectation", "Separable",
+    "evaluators", "StochgradError", "InvalidArgumentError", "UnsupportedError", "BudgetError", "EvaluationError",
+    "MissingExtraError", "NonFiniteGradientError", "__version__",
 ]

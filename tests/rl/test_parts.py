@@ -1,4 +1,4 @@
-"""Rollouts, the normaliser, the policy and ARS's top-b directions, piece by piece."""
+"""Rollouts, the normaliser, the policy and the trainer's ARS V2-t step, piece by piece."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import stochgrad as sg
-from stochgrad.rl.ars import ARS, ars_used
+from stochgrad.optim.search import SearchGradient
 from stochgrad.rl.envs import RLEnvironmentError, env_spec
 from stochgrad.rl.normalizer import RunningNormalizer, StateStats
 from stochgrad.rl.policy import LinearPolicy
 from stochgrad.rl.rollout import Episode, episode_seed, run_episode
+from stochgrad.rl.trainer import build_estimator, scale_returns
 
 FAULTY = "rl_test_envs:FaultyPendulum-v0"
 
@@ -84,39 +85,25 @@ def test_nan_from_the_environment_names_it_and_the_step(what: str) -> None:
     run_episode(_episode(FAULTY, seed=12, nan_seed=11, nan_step=4, what=what))   # other episodes are fine
 
 
-def test_ars_with_all_directions_is_the_antithetic_score_function() -> None:
-    dist = sg.Normal(torch.zeros(5, dtype=torch.float64), torch.full((5,), 0.3, dtype=torch.float64))
-
-    def f(x):
-        return -((x - 1.0) ** 2).sum(-1) + x[..., 0] ** 3
-
-    ars = ARS(directions=6).estimate(f, dist, torch.Generator().manual_seed(3))
-    sf = sg.ScoreFunction(12, antithetic=True).estimate(f, dist, torch.Generator().manual_seed(3))
-    assert torch.allclose(ars.grad["loc"], sf.grad["loc"])
-
-
-def test_ars_keeps_the_top_b_pairs_by_their_better_return() -> None:
-    values = torch.tensor([1.0, 5.0, 2.0, 0.0, 3.0, -1.0, 0.5, 4.0])   # pairs: (1,3) (5,-1) (2,0.5) (0,4)
-    assert ars_used(values, 2).tolist() == [False, True, False, True, False, True, False, True]
-    dist = sg.Normal(torch.zeros(3, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64))
-    plan = ARS(4, top=2).plan(dist, torch.Generator().manual_seed(0))
-    g = plan.combine(values.to(torch.float64))
-    k = g.info["selected"]
-    assert sorted(k.tolist()) == [1, 3]
-    expect = ((values[:4] - values[4:])[k].to(torch.float64).unsqueeze(-1) * plan.eps[k]).mean(0) / (2 * 0.5)
-    assert torch.allclose(g.grad["loc"], expect)
-    with pytest.raises(sg.InvalidArgumentError, match="top"):
-        ARS(4, top=5)
-
-
-def test_ars_keeps_the_same_pairs_when_handed_minus_f() -> None:
-    """SearchGradient(maximize=True) passes −f: with best="min" ARS must keep the pairs with the best returns."""
-    dist = sg.Normal(torch.zeros(3, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64))
-    values = torch.tensor([1.0, 5.0, 2.0, 0.0, 3.0, -1.0, 0.5, 4.0], dtype=torch.float64)
-    up = ARS(4, top=2).plan(dist, torch.Generator().manual_seed(0)).combine(values)
-    down = ARS(4, top=2, best="min").plan(dist, torch.Generator().manual_seed(0)).combine(-values)
-    assert up.info["selected"].tolist() == down.info["selected"].tolist() == [1, 3]
-    assert torch.allclose(up.grad["loc"], -down.grad["loc"])
+def test_the_trainers_step_is_ars_v2t_update() -> None:
+    """Mania et al. 2018, V2-t: Δθ = α/(b σ_R) Σ_{top b} (r⁺ − r⁻) δ, σ_R the std of the 2b returns used; what the
+    trainer does generically: the registry's ARS, ``used`` for the scaling, a plain step of lr = α·2σ."""
+    N, b, alpha, sigma = 6, 3, 0.02, 0.03
+    dist = sg.Normal(torch.zeros(4, dtype=torch.float64), torch.full((4,), sigma, dtype=torch.float64))
+    search = SearchGradient(torch.zeros(4, dtype=torch.float64), sigma, estimator=build_estimator("ars", 2 * N, dist, b),
+                            optimizer="sgd", lr=alpha * 2 * sigma, maximize=True, seed=3)
+    points = search.ask()
+    r = -((points - torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)) ** 2).sum(-1) + points[:, 0] ** 3
+    used = search.used(r)
+    search.tell(scale_returns(r, "std", used))
+    delta = (points[:N] - points[N:]) / (2 * sigma)                       # δ_k, from μ ± σδ_k with μ = 0
+    best = torch.maximum(r[:N], r[N:]).argsort(descending=True)[:b]
+    keep = torch.zeros(2 * N, dtype=torch.bool)
+    keep[best], keep[best + N] = True, True
+    assert torch.equal(used, keep)
+    sigma_r = r[keep].std(correction=0)
+    expect = alpha / (b * sigma_r) * ((r[:N] - r[N:])[best].unsqueeze(-1) * delta[best]).sum(0)
+    assert torch.allclose(search.loc.detach(), expect, rtol=1e-12, atol=1e-15)
 
 
 def test_docs_table_of_ars_settings_is_the_code() -> None:

@@ -141,6 +141,10 @@ def test_bad_settings_are_named() -> None:
         _fast(optimizer="lbfgs").validate()
     with pytest.raises(sg.InvalidArgumentError, match="top: ARS uses b <= N = 4 directions; got 9"):
         Trainer(_fast(estimator="ars", top=9), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match=r"episodes_per_iter: ars uses 6 of 7 episodes per estimate"):
+        Trainer(_fast(estimator="ars", episodes_per_iter=7), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match=r"episodes_per_iter: sf-antithetic uses 6 of 7 episodes"):
+        Trainer(_fast(episodes_per_iter=7), 0, Serial())
 
 
 def test_run_directory_errors(tmp_path) -> None:
@@ -164,3 +168,26 @@ def test_an_episode_budget_below_one_iteration_is_refused() -> None:
 def test_a_run_never_uses_more_episodes_than_its_budget(tmp_path) -> None:
     res, _ = run_train(_fast(episodes=20), tmp_path / "r", progress=False)
     assert res[0].rows[-1]["episodes"] == 16                     # two iterations of 8; a third would make 24
+
+
+#: Recorded from the trainer before ARS moved into the estimator registry (seed 0, 4 iterations): the first
+#: rows and the final policy mean W (as float.hex), for ARS V2-t with b = 2 of N = 4 (std of the 4 returns
+#: used, a plain step) and with all N directions, centred ranks and Adam.
+_ARS_RECORDED = [
+    ({"estimator": "ars", "top": 2, "sigma": 0.1, "lr": 0.1},
+     [(199, 23.875, 34.0, 9.826446640818085), (366, 19.875, 38.0, 14.423381333969079),
+      (619, 30.625, 40.0, 15.643862762430754), (1015, 48.625, 100.0, 17.2809829153939)],
+     ["0x1.7ff18f49266c1p-9", "0x1.3e95e8d086b0cp-2", "0x1.eaa0c5afd79c8p-4", "0x1.5a9ed468e3639p-1"]),
+    ({"estimator": "ars", "reward_scaling": "centered-ranks", "optimizer": "adam"},
+     [(230, 27.75, 49.0, 1.5340351592958907), (459, 27.625, 51.0, 1.2656760806421037),
+      (738, 33.875, 61.0, 1.1795482606192933), (1097, 43.875, 57.0, 1.8819199272783131)],
+     ["-0x1.1611c44e843cfp-1", "0x1.745461ce848a1p-1", "0x1.cfe211f6b7928p-2", "0x1.29cd416c2492ap+0"]),
+]
+
+
+@pytest.mark.parametrize("kw, rows, weights", _ARS_RECORDED, ids=["top2-std-sgd", "all-ranks-adam"])
+def test_ars_gives_the_recorded_numbers(kw, rows, weights) -> None:
+    tr = Trainer(_fast(**kw), 0, Serial())
+    got = [tr.step() for _ in range(4)]
+    assert [(r["steps"], r["mean_return"], r["max_return"], r["grad_norm"]) for r in got] == rows
+    assert [float(x).hex() for x in tr.search.loc.detach()] == weights

@@ -43,7 +43,7 @@ def test_resume_with_other_settings_lists_the_differences(tmp_path, capsys) -> N
     assert main(["optimize", "--out", str(out), "--resume", "--dim", "5", "--function", "rastrigin"]) == 2
     err = capsys.readouterr().err
     assert "function: saved 'sphere', given 'rastrigin'; dim: saved 3, given 5" in err
-    assert "Only budget, target, time_limit may change on --resume" in err
+    assert "Only budget, evaluator, ray_address, target, time_limit, workers may change on --resume" in err
     assert _files(out) == before
 
 

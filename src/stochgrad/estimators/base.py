@@ -85,6 +85,12 @@ class Plan(ABC):
     #: Whether values must carry gradient back to the points (pathwise).
     requires_grad_values: bool = False
 
+    def used(self, values: Tensor) -> Tensor | None:
+        """Mask ``[n_evals, *batch_shape]`` of the evaluations that the estimate from ``values`` uses, or None
+        when it uses every one (ARS keeps only its top-b pairs; a caller that scales the values by their spread
+        takes the spread of these)."""
+        return None
+
     @abstractmethod
     def _combine(self, values: Tensor) -> GradientEstimate: ...
 

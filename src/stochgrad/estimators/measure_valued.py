@@ -21,6 +21,7 @@ from stochgrad.estimators.base import (
     resolve_params,
     sample_variance,
 )
+from stochgrad.estimators.mvd_draws import MVDDraws
 from stochgrad.structured import is_separable
 
 #: Families whose draws are integer indices rather than numbers of the parameters' dtype.
@@ -125,36 +126,25 @@ class MeasureValued(Estimator):
         dist = dist.detach()
         M = self.samples_per_dim
         comps = {name: self.components(dist, name) for name in names}
-        total = sum(2 * M * c.shape[0] for c in comps.values())
         event = (*dist.batch_shape, *dist.event_shape)
         dtype = torch.long if isinstance(dist, _DISCRETE_INDEX) else dist.dtype
-        points = torch.empty((total, *event), dtype=dtype)
-        blocks, row = [], 0
-        for name in names:
-            comp = comps[name]
-            J = comp.shape[0]
-            c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
-            coord = dist.coordinate_of(name, comp).expand(M, *comp.shape).unsqueeze(-1)   # [M, J, *batch, 1]
-            block = points[row:row + 2 * M * J].view(2, M, J, *event)
-            if self.shared_base:
-                occ, R = _repeat_index(comp, self._dims_for(name) is None)
-                block[0].copy_(_pick(dist.sample((M * R,), generator).to(points.dtype), occ, M))
-                if self.coupled:
-                    block[1].copy_(block[0])
-                else:
-                    block[1].copy_(_pick(dist.sample((M * R,), generator).to(points.dtype), occ, M))
-            else:
-                for m in range(M):
-                    for j0, j1 in _base_chunks(J, dist):
-                        dist.sample_into(block[0, m, j0:j1], generator)
-                if self.coupled:
-                    block[1].copy_(block[0])
-                else:
-                    dist.sample_into(block[1], generator)
-            block[0].scatter_(-1, coord, plus.unsqueeze(-1).to(points.dtype))
-            block[1].scatter_(-1, coord, minus.unsqueeze(-1).to(points.dtype))
-            blocks.append((name, row, comp, c, decompositions[name].sampled_side))
-            row += 2 * M * J
+        draws = MVDDraws(dist, comps, decompositions, M, self.coupled, self.shared_base, self._complete(names),
+                         generator, dtype)
+        points = torch.empty((draws.n_rows, *event), dtype=dtype)
+        blocks = []
+        for b in draws:
+            comp = b.comp
+            coord = dist.coordinate_of(b.name, comp).expand(M, *comp.shape).unsqueeze(-1)   # [M, J, *batch, 1]
+            block = points[b.row:b.row + b.rows].view(2, M, comp.shape[0], *event)
+            sides = block.unbind(0)
+            for d in b.bases(into=sides):
+                if d.shared:
+                    sides[d.side].copy_(_pick(d.points.to(dtype), b.occ, M))
+            if self.coupled:
+                sides[1].copy_(sides[0])
+            sides[0].scatter_(-1, coord, b.plus.unsqueeze(-1).to(dtype))
+            sides[1].scatter_(-1, coord, b.minus.unsqueeze(-1).to(dtype))
+            blocks.append(b.summary())
         return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))
 
 
@@ -187,8 +177,9 @@ class MeasureValued(Estimator):
     def _estimate_whole(self, f, dist: Family, generator, names: tuple[str, ...]) -> GradientEstimate:
         """Every component of every parameter, with all points in one buffer and one call of f: the lean path
         for small estimates, where the cost is the number of tensor operations, not their size. Draws exactly
-        as ``plan`` does; component j replaces coordinate j, i.e. the diagonal of each ``[J, D]`` block."""
-        decompositions = [weak_derivative(dist, name) for name in names]
+        from ``MVDDraws`` as ``plan`` does; component j replaces coordinate j, i.e. the diagonal of each ``[J, D]``
+        block."""
+        decompositions = {name: weak_derivative(dist, name) for name in names}
         dist = dist.detach()
         M = self.samples_per_dim
         batch = dist.batch_shape
@@ -197,22 +188,22 @@ class MeasureValued(Estimator):
         comp = self.components(dist, names[0])                                        # [D, *batch], all
         K = len(names)
         points = torch.empty((K * 2 * M * D, *event), dtype=dist.dtype)
+        complete = frozenset(names)
+        draws = MVDDraws(dist, dict.fromkeys(names, comp), decompositions, M, True, self.shared_base, complete,
+                         generator)
         blocks = []
-        for k, (block, wd) in enumerate(zip(points.view(K, 2, M, D, *event).unbind(0), decompositions)):
-            c, plus, minus = wd.sampler(dist, comp, M, generator, True)
+        for block, b in zip(points.view(K, 2, M, D, *event).unbind(0), draws):
             base, paired = block.unbind(0)                                            # [M, D, *batch, D] each
-            if self.shared_base:
-                base.copy_(dist.sample((M,), generator).unsqueeze(1).expand(M, D, *event))
-            else:
-                for per_sample in base.unbind(0):
-                    dist.sample_into(per_sample, generator)
+            for d in b.bases(into=(base, paired)):
+                if d.shared:                                 # all components, each listed once: R = 1
+                    base.copy_(d.points.unsqueeze(1).expand(M, D, *event))
             paired.copy_(base)
-            block.diagonal(dim1=2, dim2=-1).copy_(torch.stack([plus, minus]).movedim(2, -1))
-            blocks.append((names[k], k * 2 * M * D, comp, c, wd.sampled_side))
+            block.diagonal(dim1=2, dim2=-1).copy_(torch.stack([b.plus, b.minus]).movedim(2, -1))
+            blocks.append(b.summary())
         values = f(points)
         if not _plainly_valid(values, points.shape[0], batch, dist.dtype):
             values = check_values(values, points, batch, dtype=dist.dtype)
-        return MeasureValuedPlan(dist, points, M, blocks, frozenset(names))._finish(values)
+        return MeasureValuedPlan(dist, points, M, blocks, complete)._finish(values)
 
     def _estimate_streaming(self, f, dist: Family, generator, params) -> GradientEstimate:
         names = resolve_params(dist, params)
@@ -225,46 +216,43 @@ class MeasureValued(Estimator):
         per_row = max(1, batch.numel() * dist.event_shape.numel())
         rows = max(1, min(STREAM_ELEMENTS, estimator_base.EVAL_CHUNK_ELEMENTS) // (2 * per_row))
         comps = {name: self.components(dist, name) for name in names}
-        total = sum(2 * M * c.shape[0] for c in comps.values())
-        buf = base_buf = values = None
-        blocks, row = [], 0
-        for name in names:
-            comp = comps[name]
+        draws = MVDDraws(dist, comps, decompositions, M, self.coupled, self.shared_base, self._complete(names),
+                         generator, dtype)
+        total = draws.n_rows
+        buf = values = None
+        blocks = []
+        for b in draws:
+            comp, row = b.comp, b.row
             J = comp.shape[0]
-            c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
-            coord = dist.coordinate_of(name, comp).unsqueeze(-1).expand(2, J, *batch, 1)   # [2, J, *batch, 1]
-            replaced = torch.stack([plus, minus], 1).unsqueeze(-1).to(dtype)                # [M, 2, J, *batch, 1]
-            if self.shared_base:
-                occ, R = _repeat_index(comp, self._dims_for(name) is None)
-                shared = dist.sample((M * R,), generator).to(dtype)                   # [M·R, *batch, D]
-                chunks = [(m, 0, J) for m in range(M)]
-            else:
-                chunks = [(m, j0, j1) for m in range(M) for j0, j1 in _base_chunks(J, dist)]
-            for m, j0, j1 in chunks:
-                if not self.shared_base:       # drawn as in ``plan`` so that both give the same numbers
-                    if base_buf is None or base_buf.shape[0] < j1 - j0:
-                        base_buf = torch.empty((j1 - j0, *event), dtype=dtype)
-                    base = dist.sample_into(base_buf[:j1 - j0], generator)
-                for s0 in range(j0, j1, rows):
-                    s1 = min(j1, s0 + rows)
-                    n = s1 - s0
-                    if buf is None or buf.numel() < 2 * n * per_row:
-                        buf = torch.empty(2 * n * per_row, dtype=dtype)
-                    pts = buf[:2 * n * per_row].view(2, n, *event)
-                    src = _pick(shared, occ[s0:s1], M, m=m) if self.shared_base else base[s0 - j0:s1 - j0]
-                    pts.copy_(src.unsqueeze(0).expand_as(pts))
-                    pts.scatter_(-1, coord[:, s0:s1], replaced[m, :, s0:s1])
-                    flat = pts.view(2 * n, *event)
-                    v = f(flat)
-                    if not _plainly_valid(v, 2 * n, batch, dist.dtype):
-                        ids = row + m * J + torch.cat([torch.arange(s0, s1), M * J + torch.arange(s0, s1)])
-                        v = check_values(v, flat, batch, row_ids=ids, dtype=dist.dtype)
-                    if values is None:
-                        values = torch.empty((total, *batch), dtype=dist.dtype)
-                    values[row:row + 2 * M * J].view(2, M, J, *batch)[:, m, s0:s1] = v.detach().reshape(2, n, *batch)
-            blocks.append((name, row, comp, c, decompositions[name].sampled_side))
-            row += 2 * M * J
-        points = torch.zeros((), dtype=dtype).expand(row, *event)                   # never materialised
+            coord = dist.coordinate_of(b.name, comp).unsqueeze(-1).expand(2, J, *batch, 1)   # [2, J, *batch, 1]
+            replaced = torch.stack([b.plus, b.minus], 1).unsqueeze(-1).to(dtype)            # [M, 2, J, *batch, 1]
+            for d in b.bases(reuse=True):
+                if d.shared:
+                    shared = d.points.to(dtype)                                       # [M·R, *batch, D]
+                    chunks = [(m, 0, J) for m in range(M)]
+                else:
+                    chunks = [(d.m, d.j0, d.j1)]
+                for m, j0, j1 in chunks:
+                    for s0 in range(j0, j1, rows):
+                        s1 = min(j1, s0 + rows)
+                        n = s1 - s0
+                        if buf is None or buf.numel() < 2 * n * per_row:
+                            buf = torch.empty(2 * n * per_row, dtype=dtype)
+                        pts = buf[:2 * n * per_row].view(2, n, *event)
+                        src = _pick(shared, b.occ[s0:s1], M, m=m) if d.shared else d.points[s0 - j0:s1 - j0]
+                        pts.copy_(src.unsqueeze(0).expand_as(pts))
+                        pts.scatter_(-1, coord[:, s0:s1], replaced[m, :, s0:s1])
+                        flat = pts.view(2 * n, *event)
+                        v = f(flat)
+                        if not _plainly_valid(v, 2 * n, batch, dist.dtype):
+                            ids = row + m * J + torch.cat([torch.arange(s0, s1), M * J + torch.arange(s0, s1)])
+                            v = check_values(v, flat, batch, row_ids=ids, dtype=dist.dtype)
+                        if values is None:
+                            values = torch.empty((total, *batch), dtype=dist.dtype)
+                        values[row:row + 2 * M * J].view(2, M, J, *batch)[:, m, s0:s1] = \
+                            v.detach().reshape(2, n, *batch)
+            blocks.append(b.summary())
+        points = torch.zeros((), dtype=dtype).expand(total, *event)                 # never materialised
         return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._finish(values)
 
     def _estimate_separable(self, f, dist: Family, generator, params) -> GradientEstimate:
@@ -276,41 +264,39 @@ class MeasureValued(Estimator):
         D = event[-1]
         index = torch.arange(D)
         term = f.coordinate_term
-        parts, blocks, row = [], [], 0
-        for name in names:
-            comp = self.components(dist, name)
+        comps = {name: self.components(dist, name) for name in names}
+        draws = MVDDraws(dist, comps, decompositions, M, self.coupled, self.shared_base, self._complete(names),
+                         generator)
+        parts, blocks = [], []
+        for b in draws:
+            comp, plus, minus = b.comp, b.plus, b.minus
             J = comp.shape[0]
-            c, plus, minus = decompositions[name].sampler(dist, comp, M, generator, self.coupled)
-            coord = dist.coordinate_of(name, comp)                                   # [J, *batch]
+            coord = dist.coordinate_of(b.name, comp)                                 # [J, *batch]
             vals = torch.empty((2, M, J, *dist.batch_shape), dtype=dist.dtype)
-            if self.shared_base:
-                occ, R = _repeat_index(comp, self._dims_for(name) is None)
-                base = dist.sample((M * R,), generator)                               # [M·R, *batch, D]
+            for d in b.bases():
+                base = d.points
                 with torch.no_grad():
-                    base_i = _pick(base, occ, M, coord)             # [M, J, *batch], read before term sees base
-                    f_base = _pick(term(base, index).sum(-1), occ, M)                   # [M, J, *batch]
-                    drop = f_base - term(base_i, coord)
-                    vals[0] = drop + term(plus.to(base.dtype), coord)
-                    vals[1] = drop + term(minus.to(base.dtype), coord)
-            else:
-                for m in range(M):
-                    for j0, j1 in _base_chunks(J, dist):
-                        base = dist.sample((j1 - j0,), generator)                       # [rows, *batch, D]
-                        with torch.no_grad():
-                            idx = coord[j0:j1]
-                            base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)   # before term sees base
-                            f_base = term(base, index).sum(-1)
-                            drop = f_base - term(base_i, idx)
-                            vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
-                            vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
+                    if d.shared:                                                      # [M·R, *batch, D]
+                        base_i = _pick(base, b.occ, M, coord)   # [M, J, *batch], read before term sees base
+                        f_base = _pick(term(base, index).sum(-1), b.occ, M)             # [M, J, *batch]
+                        drop = f_base - term(base_i, coord)
+                        vals[0] = drop + term(plus.to(base.dtype), coord)
+                        vals[1] = drop + term(minus.to(base.dtype), coord)
+                        continue
+                    m, j0, j1 = d.m, d.j0, d.j1                                       # base: [rows, *batch, D]
+                    idx = coord[j0:j1]
+                    base_i = base.gather(-1, idx.unsqueeze(-1)).squeeze(-1)         # before term sees base
+                    f_base = term(base, index).sum(-1)
+                    drop = f_base - term(base_i, idx)
+                    vals[0, m, j0:j1] = drop + term(plus[m, j0:j1].to(base.dtype), idx)
+                    vals[1, m, j0:j1] = drop + term(minus[m, j0:j1].to(base.dtype), idx)
             parts.append(vals.reshape(2 * M * J, *dist.batch_shape))
-            blocks.append((name, row, comp, c, decompositions[name].sampled_side))
-            row += 2 * M * J
+            blocks.append(b.summary())
         values = torch.cat(parts, 0)
         if not all_finite(values):
             bad = (~torch.isfinite(values)).reshape(values.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
             raise EvaluationError(f"f returned non-finite values (NaN or infinity) at point index(es) {bad}")
-        points = torch.zeros((), dtype=dist.dtype).expand(row, *event)              # never materialised
+        points = torch.zeros((), dtype=dist.dtype).expand(draws.n_rows, *event)    # never materialised
         return MeasureValuedPlan(dist, points, M, blocks, self._complete(names))._finish(values)
 
 
@@ -318,22 +304,6 @@ def _plainly_valid(v: object, n: int, batch: torch.Size, dtype: torch.dtype) -> 
     """The common case, checked cheaply: a finite tensor ``[n, *batch]`` of the distribution's dtype (else
     ``check_values`` casts it or says what is wrong)."""
     return isinstance(v, Tensor) and v.dtype == dtype and v.shape == (n, *batch) and all_finite(v)
-
-
-def _repeat_index(comp: Tensor, distinct: bool) -> tuple[Tensor, int]:
-    """For components ``[J, *batch]``: which repeat of its component each entry is (0 for the first listing,
-    1 for the second, ...), and the largest number of repeats R. ``distinct`` says no component repeats."""
-    J = comp.shape[0]
-    if distinct or J < 2:
-        return torch.zeros(comp.shape, dtype=torch.long), 1
-    flat = comp.reshape(J, -1)
-    srt, order = torch.sort(flat, dim=0, stable=True)
-    pos = torch.arange(J).unsqueeze(1).expand_as(srt)
-    first = torch.ones_like(srt, dtype=torch.bool)
-    first[1:] = srt[1:] != srt[:-1]
-    run_start = torch.where(first, pos, torch.zeros_like(pos)).cummax(0).values
-    occ = torch.empty_like(flat).scatter_(0, order, pos - run_start)
-    return occ.reshape(comp.shape), int(occ.max()) + 1
 
 
 def _pick(t: Tensor, occ: Tensor, M: int, coord: Tensor | None = None, m: int | None = None) -> Tensor:
@@ -358,14 +328,6 @@ def _pick(t: Tensor, occ: Tensor, M: int, coord: Tensor | None = None, m: int | 
         out = tt[:, of, copies, coord.reshape(J, B)]                                  # [M, J, B]
     out = out.reshape(out.shape[0], J, *batch, *out.shape[3:])
     return out[0] if m is not None else out
-
-
-def _base_chunks(J: int, dist: Family) -> list[tuple[int, int]]:
-    """Row ranges in which base draws are made: the same in the general and the structured path, so both
-    consume the generator identically (about 4M numbers per chunk)."""
-    per_row = max(1, dist.batch_shape.numel() * dist.event_shape.numel())
-    rows = max(1, (1 << 22) // per_row)
-    return [(j0, min(J, j0 + rows)) for j0 in range(0, J, rows)]
 
 
 class MeasureValuedPlan(Plan):
@@ -395,8 +357,9 @@ class MeasureValuedPlan(Plan):
         for name, (comp, h) in self.contributions(values).items():
             shape = dist.param(name).shape
             if name in self.complete:
-                grad[name] = (h[0] if M == 1 else h.mean(0)).movedim(0, -1).reshape(shape)
-                var[name] = sample_variance(h).movedim(0, -1).reshape(shape)
+                grad[name] = (h.select(0, 0) if M == 1 else h.mean(0)).movedim(0, -1).reshape(shape)
+                var[name] = (torch.full(shape, float("nan"), dtype=h.dtype) if M == 1
+                             else sample_variance(h).movedim(0, -1).reshape(shape))
                 continue
             # Every (sample, listed component) is one contribution; a component listed m times has m·M.
             idx = comp.expand(M, *comp.shape).reshape(-1, *comp.shape[1:]).movedim(0, -1)   # [*batch, M·J]
@@ -415,7 +378,7 @@ class MeasureValuedPlan(Plan):
             if side is not None:
                 J = comp.shape[0]
                 fv = values.narrow(0, row, 2 * M * J).reshape(2, M * J, *values.shape[1:])
-                sampled.append(fv[0 if side == "plus" else 1])
+                sampled.append(fv.select(0, 0 if side == "plus" else 1))
         value = (torch.cat(sampled, 0).mean(0) if len(sampled) > 1 else sampled[0].mean(0) if sampled
                  else values.new_full(values.shape[1:], float("nan")))
         estimated = None

@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stochgrad.distributions.base import Family
+from stochgrad.distributions.normal import Normal
 from stochgrad.distributions.weak import find_weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.estimators.ars import ARS
 from stochgrad.estimators.auto import Auto
 from stochgrad.estimators.base import Estimator, resolve_params
 from stochgrad.estimators.hybrid import CCMVD, CCSF
@@ -32,6 +34,8 @@ class EstimatorSpec:
       supports: ``(family class, parameter) -> bool``, whether it claims an estimate for that parameter (the
         statistical tests are generated from this claim, and check it both ways).
       biased: its expectation is not the gradient, by design (``sf-mean``: (N − 1)/N of it).
+      options: keyword options ``build`` takes besides the budget (ARS's ``top``), passed by
+        :func:`make_estimator`.
     """
 
     name: str
@@ -40,6 +44,7 @@ class EstimatorSpec:
     minimum: Callable[[Family, tuple[str, ...]], int]
     supports: Callable[[type, str], bool] = lambda family, param: True
     biased: bool = False
+    options: tuple[str, ...] = ()
 
 
 def _components(dist: Family, params: tuple[str, ...]) -> int:
@@ -83,13 +88,14 @@ _REGISTRY: dict[str, EstimatorSpec] = {}
 
 
 def register_estimator(name: str, description: str, build: Callable, minimum: Callable,
-                       supports: Callable[[type, str], bool] | None = None, biased: bool = False) -> None:
+                       supports: Callable[[type, str], bool] | None = None, biased: bool = False,
+                       options: tuple[str, ...] = ()) -> None:
     """Make an estimator available by name to the lab, the optimiser and the CLI.
 
     ``supports(family, param)`` says which parameters it estimates (default: all); registering puts it under
     every statistical test on every family and parameter it supports."""
     _REGISTRY[name] = EstimatorSpec(name, description, build, minimum,
-                                    supports or (lambda family, param: True), biased)
+                                    supports or (lambda family, param: True), biased, tuple(options))
 
 
 def _score(family: type, param: str) -> bool:
@@ -143,6 +149,19 @@ for _name, _desc, (_build, _min) in [
     register_estimator(_name, _desc, _build, _min, SUPPORTS[_name], biased=_name == "sf-mean")
 
 
+def _ars(budget: int, dist: Family, params: tuple[str, ...], top: int | None = None) -> ARS:
+    """N = budget // 2 pairs, b = ``top`` (default N // 2, at least 1); "best" is the smallest value, since
+    callers of the registry (the optimiser, the RL trainer through it) hand the estimator values to minimise."""
+    n = budget // 2
+    return ARS(n, max(1, n // 2) if top is None else top, best="min")
+
+
+register_estimator(
+    "ars", "ARS V2-t: N = budget/2 antithetic pairs, the b best kept (top, default N/2; biased for b < N)", _ars,
+    lambda dist, params: 2, lambda family, param: issubclass(family, Normal) and param == "loc", biased=True,
+    options=("top",))
+
+
 def estimator_names() -> list[str]:
     """Every registered name, in registration order."""
     return list(_REGISTRY)
@@ -162,18 +181,26 @@ def minimum_budget(name: str, dist: Family, params: Sequence[str] | None = None)
     return get_spec(name).minimum(dist, resolve_params(dist, params))
 
 
-def make_estimator(name: str, budget: int, dist: Family, params: Sequence[str] | None = None) -> Estimator:
+def make_estimator(name: str, budget: int, dist: Family, params: Sequence[str] | None = None,
+                   **options: object) -> Estimator:
     """Estimator ``name`` using at most ``budget`` evaluations of f per estimate on ``dist``.
 
+    ``options`` are the estimator's own settings that its spec declares (``top=`` for ARS); None means its
+    default.
+
     Raises:
-      InvalidArgumentError: unknown name (the message lists the valid ones).
+      InvalidArgumentError: unknown name (the message lists the valid ones), or an option it does not take.
       BudgetError: ``budget`` is below the estimator's minimum (the message says the minimum).
     """
     spec = get_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise InvalidArgumentError(f"{unknown[0]}: estimator {name} takes no such option; its options are "
+                                   f"{list(spec.options) or 'none'}")
     names = resolve_params(dist, params)
     need = spec.minimum(dist, names)
     if budget < need:
         raise BudgetError(
             f"budget: {name} needs at least {need} evaluations per estimate for {type(dist).__name__} with "
             f"{_components(dist, names)} component(s) in {list(names)}; got {budget}")
-    return spec.build(budget, dist, names)
+    return spec.build(budget, dist, names, **{k: v for k, v in options.items() if v is not None})

@@ -158,9 +158,8 @@ class SearchGradient:
         if self._pending is None:
             raise AskTellError("tell: there are no pending points; call ask() first")
         plan = self._pending
-        raw = check_values(values, plan.points, plan.dist.batch_shape).detach()
-        shaped = raw if self.fitness_shaping == "none" else SHAPINGS[self.fitness_shaping](raw)
-        g = plan.combine(-shaped if self.maximize else shaped)
+        raw, seen = self._as_the_estimator_sees(values)
+        g = plan.combine(seen)
         self._pending = None
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.scale
@@ -184,6 +183,20 @@ class SearchGradient:
             self.best_f = float(raw[i])
             self.best_x = plan.points.detach()[i].to(self.loc.dtype).clone()
         return g
+
+    def used(self, values: Tensor) -> Tensor | None:
+        """Mask ``[n]`` of the pending points whose values the next ``tell(values)`` uses (ARS: its top-b
+        pairs), or None when it uses all; changes nothing."""
+        if self._pending is None:
+            raise AskTellError("used: there are no pending points; call ask() first")
+        return self._pending.used(self._as_the_estimator_sees(values)[1])
+
+    def _as_the_estimator_sees(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """The checked values ``[n]`` and what the estimator receives: shaped, negated when maximising."""
+        plan = self._pending
+        raw = check_values(values, plan.points, plan.dist.batch_shape).detach()
+        shaped = raw if self.fitness_shaping == "none" else SHAPINGS[self.fitness_shaping](raw)
+        return raw, (-shaped if self.maximize else shaped)
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

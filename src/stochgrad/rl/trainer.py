@@ -6,8 +6,8 @@ iteration:
 
 1. the estimator plans its points (``B`` policies: antithetic pairs, MVD pairs, …);
 2. an evaluator runs one episode per point (seeds from (seed, iteration, point index));
-3. the returns (shifted by ``shift`` per step) are divided by their standard deviation (``reward_scaling``;
-   for ARS only the 2b returns it uses, ARS V2's σ_R) and handed to the estimator;
+3. the returns (shifted by ``shift`` per step) are divided by the standard deviation of those the estimate uses
+   (``reward_scaling``; the plan's ``used``: all of them, or ARS's 2b, ARS V2's σ_R) and handed to the estimator;
 4. the optimiser steps on ``2σ·ĝ``: for antithetic pairs that is the mean of ``(f⁺ − f⁻)·δ``, so a plain step
    size (``optimizer="sgd"``) means what ARS's α means;
 5. the normaliser folds in the states of every rollout, in point order.
@@ -29,10 +29,10 @@ from torch import Tensor
 
 from stochgrad.distributions.normal import Normal
 from stochgrad.errors import BudgetError, InvalidArgumentError
-from stochgrad.estimators.registry import estimator_names, get_spec, minimum_budget
+from stochgrad.estimators.base import Estimator
+from stochgrad.estimators.registry import estimator_names, get_spec, make_estimator, minimum_budget
 from stochgrad.optim.search import OPTIMIZERS, SearchGradient
 from stochgrad.optim.shaping import centered_ranks
-from stochgrad.rl.ars import ARS, ars_used
 from stochgrad.rl.envs import EnvSpec, env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
 from stochgrad.evaluators import EVALUATORS
@@ -45,8 +45,8 @@ SCALINGS = ("std", "none", "centered-ranks")
 
 
 def trainer_estimators() -> list[str]:
-    """Names the trainer accepts: every registered estimator that works on a black box, plus "ars"."""
-    return ["ars", *[n for n in estimator_names() if n != "pathwise"]]
+    """Names the trainer accepts: every registered estimator that works on a black box."""
+    return [n for n in estimator_names() if n != "pathwise"]
 
 
 @dataclass
@@ -55,8 +55,8 @@ class TrainConfig:
 
     Attributes:
       env: Gymnasium id (MuJoCo v5 tasks, classic control, or ``module:Id``).
-      estimator: "ars" (ARS V2-t's top-b directions) or a registered estimator ("sf-antithetic", "mvd",
-        "ccmvd", "auto", …).
+      estimator: a registered black-box estimator ("ars": ARS V2-t's top-b directions, "sf-antithetic", "mvd",
+        "ccmvd", "auto", …); the estimator must use exactly ``episodes_per_iter`` episodes.
       episodes: budget of training episodes per seed (evaluation episodes are not counted); never exceeded, so a
         budget that is not a multiple of ``episodes_per_iter`` leaves the remainder unused.
       steps: budget of training environment steps per seed (either or both; the first reached stops).
@@ -67,7 +67,8 @@ class TrainConfig:
       sigma: σ of the search distribution (default: ARS's ν for the task, else 0.05).
       lr: the step size (default: ARS's α for the task, else 0.02); the optimiser receives ``2σ·ĝ``.
       optimizer: "sgd" (a plain step, as ARS) or "adam".
-      top: ARS's b (default: the task's preset, else N).
+      top: b, the pairs kept by an estimator with top-b selection (ARS; default: the task's preset, else N);
+        ignored by the others.
       reward_scaling: "std" (divide by the std of the returns used, ARS V2), "centered-ranks" or "none".
       shift: subtracted from every training reward (default: the task's, 1 on Hopper and Walker2d, else 0).
       actions: "clip" to the action space, or "raw" (the simulator clamps, ARS's handling).
@@ -143,9 +144,6 @@ class TrainConfig:
             raise InvalidArgumentError(f"actions: got {self.actions!r}; choose one of {list(ACTIONS)}")
         if self.evaluator not in ("process", "ray", "serial"):
             raise InvalidArgumentError(f"evaluator: got {self.evaluator!r}; choose process, ray or serial")
-        if self.estimator == "ars" and self.episodes_per_iter is not None and self.episodes_per_iter % 2:
-            raise InvalidArgumentError(f"episodes_per_iter: ARS runs antithetic pairs and needs an even number; got "
-                                       f"{self.episodes_per_iter}")
 
     # -- defaults from the task preset -------------------------------------------------------------------------
     def resolved(self, spec: EnvSpec) -> dict[str, Any]:
@@ -154,22 +152,22 @@ class TrainConfig:
         sigma = self.sigma if self.sigma is not None else (p.noise if p else 0.05)
         lr = self.lr if self.lr is not None else (p.step_size if p else 0.02)
         shift = self.shift if self.shift is not None else (p.shift if p else 0.0)
-        if self.estimator == "ars":
-            n = self.episodes_per_iter // 2 if self.episodes_per_iter else (p.directions if p else 4)
+        dist = _search_distribution(spec.n_params, sigma)
+        need = minimum_budget(self.estimator, dist, ("loc",))
+        B = self.episodes_per_iter if self.episodes_per_iter else max(2 * p.directions if p else 8, need)
+        if B < need:
+            raise InvalidArgumentError(
+                f"episodes_per_iter: {self.estimator} needs at least {need} episodes per estimate for "
+                f"{spec.n_params} policy parameters ({self.env}); got {B}")
+        top = None
+        if "top" in get_spec(self.estimator).options:     # top-b selection (ARS): b of the N = B/2 pairs
+            n = B // 2
             top = self.top if self.top is not None else (min(p.top, n) if p and p.directions == n else n)
-            if top > n:
-                raise InvalidArgumentError(f"top: ARS uses b <= N = {n} directions; got {top}")
-            B = 2 * n
-        else:
-            dist = Normal(torch.zeros(spec.n_params, dtype=torch.float64),
-                          torch.full((spec.n_params,), sigma, dtype=torch.float64))
-            need = minimum_budget(self.estimator, dist, ("loc",))
-            B = self.episodes_per_iter if self.episodes_per_iter else max(2 * p.directions if p else 8, need)
-            if B < need:
-                raise InvalidArgumentError(
-                    f"episodes_per_iter: {self.estimator} needs at least {need} episodes per estimate for "
-                    f"{spec.n_params} policy parameters ({self.env}); got {B}")
-            top = None
+        used = build_estimator(self.estimator, B, dist, top).n_evals(dist, ("loc",))
+        if used != B:
+            raise InvalidArgumentError(
+                f"episodes_per_iter: {self.estimator} uses {used} of {B} episodes per estimate for "
+                f"{spec.n_params} policy parameters ({self.env}); give {used}")
         if self.episodes is not None and self.episodes < B:
             raise BudgetError(
                 f"episodes: one iteration of {self.estimator} on {self.env} takes {B} episodes "
@@ -180,6 +178,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _search_distribution(n_params: int, sigma: float) -> Normal:
+    return Normal(torch.zeros(n_params, dtype=torch.float64), torch.full((n_params,), sigma, dtype=torch.float64))
+
+
+def build_estimator(name: str, episodes_per_iter: int, dist: Normal, top: int | None = None) -> Estimator:
+    """The registry's estimator ``name`` for ``episodes_per_iter`` episodes on the search distribution; ``top``
+    is passed to estimators with top-b selection. The registry's estimators take values to minimise, as
+    :class:`~stochgrad.optim.SearchGradient` hands them (−return)."""
+    options = {} if top is None else {"top": top}
+    return make_estimator(name, episodes_per_iter, dist, ("loc",), **options)
 
 
 def scale_returns(values: Tensor, how: str, used: Tensor | None = None) -> Tensor:
@@ -216,12 +226,8 @@ class Trainer:
         self.settings = config.resolved(self.spec)
         s = self.settings
         self.normalizer = RunningNormalizer(self.spec.obs_dim, config.normalize)
-        if config.estimator == "ars":
-            # SearchGradient(maximize=True) hands the estimator −f: the best pairs are those whose better −f is
-            # smallest, i.e. whose better return is largest.
-            estimator: Any = ARS(s["episodes_per_iter"] // 2, s["top"], best="min")
-        else:
-            estimator = config.estimator
+        estimator = build_estimator(config.estimator, s["episodes_per_iter"],
+                                    _search_distribution(self.spec.n_params, s["sigma"]), s["top"])
         # The optimiser receives 2σ·ĝ: scale the learning rate of a plain step accordingly (Adam is scale-free).
         lr = s["lr"] * 2 * s["sigma"] if config.optimizer == "sgd" else s["lr"]
         self.search = SearchGradient(torch.zeros(self.spec.n_params, dtype=torch.float64), s["sigma"],
@@ -273,7 +279,7 @@ class Trainer:
         results: list[EpisodeResult] = self.evaluator.map(
             run_episode, self._episodes(points.numpy(), TRAIN, self.iteration, self.settings["shift"], True))
         shifted = torch.tensor([r.shifted_return for r in results], dtype=torch.float64)
-        used = ars_used(shifted, self.settings["top"]) if self.config.estimator == "ars" else None
+        used = self.search.used(shifted)
         g = self.search.tell(scale_returns(shifted, self.config.reward_scaling, used))
         for r in results:
             self.normalizer.update(r.states)
