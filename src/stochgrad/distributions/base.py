@@ -31,7 +31,7 @@ def _as_shape(sample_shape: SampleShape) -> tuple[int, ...]:
     return tuple(sample_shape)
 
 
-def _describe_bad(t: Tensor, bad: Tensor) -> str:
+def describe_bad(t: Tensor, bad: Tensor) -> str:
     """'value v at index (i, j)' for the first offending entry of ``t``."""
     first = tuple(int(i) for i in bad.nonzero()[0])
     return f"{t.detach()[first].item()!r} at index {first}"
@@ -130,13 +130,13 @@ class Family:
             bad = ~torch.isfinite(d)
             if bool(bad.any()):
                 raise InvalidArgumentError(
-                    f"{cls}: argument '{name}' must be finite; got {_describe_bad(d, bad)}")
+                    f"{cls}: argument '{name}' must be finite; got {describe_bad(d, bad)}")
             if constraint is not None:
                 bad = ~constraint.check(d)
                 if bool(bad.any()):
                     raise InvalidArgumentError(
                         f"{cls}: argument '{name}' must satisfy {_constraint_text(constraint)}; got "
-                        f"{_describe_bad(d, bad)}")
+                        f"{describe_bad(d, bad)}")
 
     # -- parameters ---------------------------------------------------------------------------------------
     @property

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family, boundary_text
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError

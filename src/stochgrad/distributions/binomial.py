@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family, boundary_text
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError
@@ -52,7 +52,7 @@ class Binomial(Family):
 
     def _sample(self, shape, generator):
         p = self._p("probs")
-        return _random.binomial(self.total_count.expand(*shape, *p.shape), p.expand(*shape, *p.shape), generator)
+        return draws.binomial(self.total_count.expand(*shape, *p.shape), p.expand(*shape, *p.shape), generator)
 
     def _score(self, x, name):
         p = self._p("probs")
@@ -76,6 +76,6 @@ def _binomial_probs(dist: Binomial, component: Tensor, n: int, generator, couple
     p = gather_coordinate(dist._p("probs"), component)
     count = gather_coordinate(dist.total_count, component)
     shape = (n, *p.shape)
-    y = _random.binomial((count - 1).expand(shape), p.expand(shape), generator)
-    y_minus = y if coupled else _random.binomial((count - 1).expand(shape), p.expand(shape), generator)
+    y = draws.binomial((count - 1).expand(shape), p.expand(shape), generator)
+    y_minus = y if coupled else draws.binomial((count - 1).expand(shape), p.expand(shape), generator)
     return count, y + 1, y_minus

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import register_weak_derivative
 
@@ -46,7 +46,7 @@ class Categorical(Family):
 
     def _sample(self, shape, generator):
         p = torch.softmax(self._p("logits"), -1)
-        return _random.categorical(p.expand(*shape, *p.shape), generator)
+        return draws.categorical(p.expand(*shape, *p.shape), generator)
 
     def _score(self, x, name):
         p = torch.softmax(self._p("logits"), -1)
@@ -78,6 +78,6 @@ def _categorical_logits(dist: Categorical, component: Tensor, n: int, generator,
     rows = rows.gather(component.dim(), i[..., None, None].expand(*i.shape, 1, K)).squeeze(component.dim())
     pk = rows.gather(-1, k[..., None]).squeeze(-1)                  # [J, *batch]
     others = rows.scatter(-1, k[..., None], 0.0)                    # p with category k removed
-    minus = _random.categorical(others.expand(n, *others.shape), generator)
+    minus = draws.categorical(others.expand(n, *others.shape), generator)
     plus = k.expand(n, *k.shape)
     return pk * (1 - pk), plus, minus

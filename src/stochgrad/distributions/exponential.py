@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 
@@ -34,7 +34,7 @@ class Exponential(Family):
 
     def _sample(self, shape, generator):
         rate = self._p("rate")
-        return _random.standard_exponential((*shape, *rate.shape), generator, rate.dtype) / rate
+        return draws.standard_exponential((*shape, *rate.shape), generator, rate.dtype) / rate
 
     def _score(self, x, name):
         return 1 / self._p("rate") - x
@@ -52,7 +52,7 @@ class Exponential(Family):
 def _exponential_rate(dist: Exponential, component: Tensor, n: int, generator, coupled: bool):
     rate = gather_coordinate(dist._p("rate"), component)
     shape = (n, *rate.shape)
-    e1 = _random.standard_exponential(shape, generator, rate.dtype)
-    e2 = _random.standard_exponential(shape, generator, rate.dtype)
-    first = e1 if coupled else _random.standard_exponential(shape, generator, rate.dtype)
+    e1 = draws.standard_exponential(shape, generator, rate.dtype)
+    e2 = draws.standard_exponential(shape, generator, rate.dtype)
+    first = e1 if coupled else draws.standard_exponential(shape, generator, rate.dtype)
     return 1 / rate, e1 / rate, (first + e2) / rate

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 
@@ -42,7 +42,7 @@ class Gamma(Family):
 
     def _sample(self, shape, generator):
         alpha, rate = self._p("concentration"), self._p("rate")
-        x = _random.standard_gamma(alpha.expand(*shape, *alpha.shape).contiguous(), generator) / rate
+        x = draws.standard_gamma(alpha.expand(*shape, *alpha.shape).contiguous(), generator) / rate
         return x.clamp_min_(torch.finfo(x.dtype).tiny)     # a large rate must not turn a tiny draw into 0
 
     def _score(self, x, name):
@@ -69,8 +69,8 @@ def _gamma_rate(dist: Gamma, component: Tensor, n: int, generator, coupled: bool
     alpha = gather_coordinate(dist._p("concentration"), component)
     rate = gather_coordinate(dist._p("rate"), component)
     shape = (n, *alpha.shape)
-    z = _random.standard_gamma(alpha.expand(shape).contiguous(), generator)
-    base = z if coupled else _random.standard_gamma(alpha.expand(shape).contiguous(), generator)
-    e = _random.standard_exponential(shape, generator, alpha.dtype)
+    z = draws.standard_gamma(alpha.expand(shape).contiguous(), generator)
+    base = z if coupled else draws.standard_gamma(alpha.expand(shape).contiguous(), generator)
+    e = draws.standard_exponential(shape, generator, alpha.dtype)
     tiny = torch.finfo(z.dtype).tiny
     return alpha / rate, (z / rate).clamp_min_(tiny), ((base + e) / rate).clamp_min_(tiny)

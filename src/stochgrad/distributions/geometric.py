@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
-from stochgrad.distributions.base import Family, _describe_bad, boundary_text
+from stochgrad.distributions import draws
+from stochgrad.distributions.base import Family, describe_bad, boundary_text
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError
 
@@ -35,7 +35,7 @@ class Geometric(Family):
         if bool(bad.any()):
             raise InvalidArgumentError(
                 f"Geometric: argument 'probs' must satisfy 0 < value <= 1 and be finite; got "
-                f"{_describe_bad(p, bad)}")
+                f"{describe_bad(p, bad)}")
 
     @property
     def probs(self) -> Tensor:
@@ -43,7 +43,7 @@ class Geometric(Family):
 
     def _sample(self, shape, generator):
         p = self._p("probs")
-        return _random.geometric(p.expand(*shape, *p.shape), generator)
+        return draws.geometric(p.expand(*shape, *p.shape), generator)
 
     def _score(self, x, name):
         p = self._p("probs")
@@ -65,7 +65,7 @@ class Geometric(Family):
 def _geometric_probs(dist: Geometric, component: Tensor, n: int, generator, coupled: bool):
     p = gather_coordinate(dist._p("probs"), component)
     pp = p.expand(n, *p.shape)
-    g = _random.geometric(pp, generator)
-    g2 = _random.geometric(pp, generator)
-    base = g if coupled else _random.geometric(pp, generator)
+    g = draws.geometric(pp, generator)
+    g2 = draws.geometric(pp, generator)
+    base = g if coupled else draws.geometric(pp, generator)
     return 1 / p, g, 1 + base + g2

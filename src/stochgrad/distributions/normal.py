@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 
@@ -48,7 +48,7 @@ class Normal(Family):
 
     def _sample(self, shape, generator):
         loc, scale = self._p("loc"), self._p("scale")
-        eps = _random.standard_normal((*shape, *loc.shape), generator, loc.dtype)
+        eps = draws.standard_normal((*shape, *loc.shape), generator, loc.dtype)
         return torch.addcmul(loc, scale, eps)
 
     def sample_into(self, out: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -61,7 +61,7 @@ class Normal(Family):
     def sample_with_noise(self, sample_shape=(), generator=None):
         shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
         loc, scale = self._p("loc"), self._p("scale")
-        eps = _random.standard_normal((*shape, *loc.shape), generator, loc.dtype)
+        eps = draws.standard_normal((*shape, *loc.shape), generator, loc.dtype)
         return torch.addcmul(loc, scale, eps), eps
 
     def score_terms(self, x, noise, name):
@@ -98,8 +98,8 @@ def _normal_loc(dist: Normal, component: Tensor, n: int, generator, coupled: boo
     mu = gather_coordinate(dist._p("loc"), component)
     sigma = gather_coordinate(dist._p("scale"), component)
     shape = (n, *mu.shape)
-    step_plus = sigma * _random.rayleigh(shape, generator, mu.dtype)
-    step_minus = step_plus if coupled else sigma * _random.rayleigh(shape, generator, mu.dtype)
+    step_plus = sigma * draws.rayleigh(shape, generator, mu.dtype)
+    step_minus = step_plus if coupled else sigma * draws.rayleigh(shape, generator, mu.dtype)
     c = (sigma * math.sqrt(2 * math.pi)).reciprocal()
     return c, mu + step_plus, mu - step_minus
 
@@ -112,9 +112,9 @@ def _normal_scale(dist: Normal, component: Tensor, n: int, generator, coupled: b
     mu = gather_coordinate(dist._p("loc"), component)
     sigma = gather_coordinate(dist._p("scale"), component)
     shape = (n, *mu.shape)
-    m = _random.double_sided_maxwell(shape, generator, mu.dtype)
+    m = draws.double_sided_maxwell(shape, generator, mu.dtype)
     if coupled:
-        minus = _random.uniform(shape, generator, mu.dtype).mul_(m)  # M·U is N(0, 1)
+        minus = draws.uniform(shape, generator, mu.dtype).mul_(m)  # M·U is N(0, 1)
     else:
-        minus = _random.standard_normal(shape, generator, mu.dtype)
+        minus = draws.standard_normal(shape, generator, mu.dtype)
     return sigma.reciprocal(), mu + sigma * m, mu + sigma * minus

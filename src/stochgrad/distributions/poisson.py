@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 
@@ -33,7 +33,7 @@ class Poisson(Family):
 
     def _sample(self, shape, generator):
         rate = self._p("rate")
-        return _random.poisson(rate.expand(*shape, *rate.shape), generator)
+        return draws.poisson(rate.expand(*shape, *rate.shape), generator)
 
     def _score(self, x, name):
         return x / self._p("rate") - 1
@@ -46,6 +46,6 @@ class Poisson(Family):
                           sampled_side="minus")
 def _poisson_rate(dist: Poisson, component: Tensor, n: int, generator, coupled: bool):
     rate = gather_coordinate(dist._p("rate"), component).expand(n, *component.shape)
-    x = _random.poisson(rate, generator)
-    x_minus = x if coupled else _random.poisson(rate, generator)
+    x = draws.poisson(rate, generator)
+    x_minus = x if coupled else draws.poisson(rate, generator)
     return torch.ones_like(rate[0]), x + 1, x_minus

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.distributions import _random
-from stochgrad.distributions.base import Family, _describe_bad
+from stochgrad.distributions import draws
+from stochgrad.distributions.base import Family, describe_bad
 from stochgrad.distributions.weak import gather_coordinate, register_weak_derivative
 from stochgrad.errors import InvalidArgumentError
 
@@ -39,7 +39,7 @@ class Uniform(Family):
         bad = ~(high > low)
         if bool(bad.any()):
             raise InvalidArgumentError(
-                f"Uniform: argument 'high' must be greater than 'low'; got high {_describe_bad(high, bad)} "
+                f"Uniform: argument 'high' must be greater than 'low'; got high {describe_bad(high, bad)} "
                 f"with low {low[tuple(int(i) for i in bad.nonzero()[0])].item()!r}")
 
     @property

@@ -1,4 +1,4 @@
-"""Random draws that all take an explicit ``torch.Generator``.
+"""Random draws that all take an explicit ``torch.Generator`` (the families' samplers and weak derivatives use them).
 
 ``torch.distributions`` samples from the global generator; every draw in this library goes through one of
 these functions instead, so that one seed gives the same numbers everywhere.
