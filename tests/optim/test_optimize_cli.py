@@ -22,11 +22,11 @@ def test_optimize_writes_a_run_directory(tmp_path, capsys) -> None:
     cfg = saved["config"]
     assert cfg["function"] == "rosenbrock" and cfg["budget"] == 800
     hist = read_jsonl(out / "metrics.jsonl")
-    assert len(hist) == 100 and hist[-1]["n_evals"] == 800
+    assert len(hist) == 50 and hist[-1]["n_evals"] == 800      # MVD on loc and scale (natural steps): 16 a step
     assert (out / "plots" / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     assert "stopped by: budget" in (out / "summary.md").read_text()
-    assert load_checkpoint(out / "checkpoint.pt")["experiment"]["n_steps"] == 100
-    assert [r["step"] for r in hist] == list(range(1, 101))
+    assert load_checkpoint(out / "checkpoint.pt")["experiment"]["n_steps"] == 50
+    assert [r["step"] for r in hist] == list(range(1, 51))
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path) -> None:
@@ -60,7 +60,8 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--function", "sphre"], "function: unknown name 'sphre'"),
     (["--estimator", "es"], "argument --estimator: invalid choice: 'es'"),
-    (["--dim", "10", "--estimator", "mvd", "--popsize", "12"], "mvd needs at least 20 evaluations"),
+    (["--dim", "10", "--estimator", "mvd", "--popsize", "12"], "mvd needs at least 40 evaluations per estimate for "
+                                                               "Normal with 20 component(s) in ['loc', 'scale']"),
 ])
 def test_bad_input(tmp_path, capsys, args, message) -> None:
     try:
@@ -80,8 +81,8 @@ def test_resume_without_a_run(tmp_path, capsys) -> None:
 def test_a_budget_below_one_step_is_a_named_error_and_writes_nothing(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["optimize", "--budget", "5", "--no-progress", "--out", str(out)]) == 2
-    assert capsys.readouterr().err == ("stochgrad optimize: error: budget: one step of auto with popsize 20 needs "
-                                       "20 evaluations of f; got a budget of 5\n")
+    assert capsys.readouterr().err == ("stochgrad optimize: error: budget: one step of sf-antithetic with popsize 10 "
+                                       "needs 10 evaluations of f; got a budget of 5\n")
     assert not (out / "config.json").exists()
 
 

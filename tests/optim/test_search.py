@@ -18,7 +18,8 @@ T = torch.float64
 def test_reaches_the_target_on_a_10d_sphere(estimator: str) -> None:
     shaping = "centered-ranks" if estimator.startswith("sf") else "none"
     res = minimize(FUNCTIONS["sphere"], torch.full((10,), 1.28, dtype=T), 0.5, budget=30_000, estimator=estimator,
-                   target=1e-6, lr=0.1, sigma_decay=0.99, lr_decay=0.99, fitness_shaping=shaping, seed=0)
+                   target=1e-6, optimizer="adam", lr=0.1, sigma_decay=0.99, lr_decay=0.99, fitness_shaping=shaping,
+                   seed=0)
     assert res.stop == "target", (res.fun, res.n_evals)
     assert res.fun <= 1e-6 and res.n_evals <= 30_000
     assert float(FUNCTIONS["sphere"](res.x)) == pytest.approx(res.fun)
@@ -27,19 +28,22 @@ def test_reaches_the_target_on_a_10d_sphere(estimator: str) -> None:
 @pytest.mark.parametrize("estimator", ["mvd", "auto"])
 def test_reaches_the_target_on_a_10d_rosenbrock(estimator: str) -> None:
     res = minimize(FUNCTIONS["rosenbrock"], torch.full((10,), 0.5, dtype=T), 0.2, budget=60_000,
-                   estimator=estimator, target=1.0, lr=0.05, sigma_decay=0.995, seed=0)
+                   estimator=estimator, target=1.0, optimizer="adam", fitness_shaping="none", lr=0.05,
+                   sigma_decay=0.995, seed=0)
     assert res.stop == "target", (res.fun, res.n_evals)
 
 
 def test_history_and_stops() -> None:
     f = FUNCTIONS["sphere"]
-    res = minimize(f, torch.ones(4, dtype=T), 0.3, budget=101, estimator="mvd", seed=0)
+    adam = {"optimizer": "adam", "fitness_shaping": "none"}
+    res = minimize(f, torch.ones(4, dtype=T), 0.3, budget=101, estimator="mvd", seed=0, **adam)
     assert res.stop == "budget" and res.n_evals == 96 and res.n_steps == 12    # popsize 8: no partial step
     assert [h["n_evals"] for h in res.history] == list(range(8, 97, 8))
     assert all(a["best_f"] >= b["best_f"] for a, b in zip(res.history, res.history[1:]))
-    stopped = minimize(f, torch.ones(4, dtype=T), 0.3, budget=10_000, estimator="mvd", callback=lambda o, r: True)
+    stopped = minimize(f, torch.ones(4, dtype=T), 0.3, budget=10_000, estimator="mvd", callback=lambda o, r: True,
+                       **adam)
     assert stopped.stop == "callback" and stopped.n_steps == 1
-    timed = minimize(f, torch.ones(4, dtype=T), 0.3, budget=10**9, estimator="mvd", time_limit=0.2)
+    timed = minimize(f, torch.ones(4, dtype=T), 0.3, budget=10**9, estimator="mvd", time_limit=0.2, **adam)
     assert timed.stop == "time"
 
 
@@ -172,7 +176,7 @@ def test_minimize_takes_the_update_rule_it_documents(rule: str) -> None:
 def test_minimize_continues_a_search_gradient() -> None:
     f = FUNCTIONS["sphere"]
     straight = minimize(f, torch.ones(4, dtype=T), 0.3, budget=160, estimator="mvd", seed=0)
-    opt = SearchGradient(torch.ones(4, dtype=T), 0.3, estimator="mvd", seed=0)
+    opt = SearchGradient(torch.ones(4, dtype=T), 0.3, estimator="mvd", seed=0, **minimize_defaults())
     minimize(f, None, None, budget=80, continue_from=opt)
     cont = minimize(f, None, None, budget=160, continue_from=opt)
     assert cont.n_evals == 160 and torch.equal(cont.loc, straight.loc)
@@ -185,7 +189,35 @@ def test_a_budget_below_one_step_is_refused_before_any_work() -> None:
         calls.append(x)
         return (x ** 2).sum(-1)
 
-    with pytest.raises(sg.BudgetError, match=r"budget: one step of mvd with popsize 8 needs 8 evaluations of f; "
-                                             r"got a budget of 5"):
+    with pytest.raises(sg.BudgetError, match=r"budget: one step of mvd with popsize 16 needs 16 evaluations of "
+                                             r"f; got a budget of 5"):
         minimize(f, torch.ones(4, dtype=T), 0.3, budget=5, estimator="mvd")
     assert calls == []
+
+
+def minimize_defaults() -> dict:
+    from stochgrad.optim.minimize import DEFAULTS
+
+    return {k: v for k, v in DEFAULTS.items() if k != "estimator"}
+
+
+def test_the_defaults_adapt_sigma_and_reach_1e_8() -> None:
+    """With no options, minimize uses natural steps on centred ranks with the antithetic score function and SNES's
+    population; the earlier default (Adam at a fixed sigma) could not get below the noise of its sigma."""
+    from stochgrad.optim.minimize import DEFAULTS
+    from stochgrad.optim.search import snes_popsize
+
+    assert DEFAULTS == {"estimator": "sf-antithetic", "optimizer": "natural", "fitness_shaping": "centered-ranks"}
+    assert [snes_popsize(d) for d in (2, 10, 40, 160)] == [6, 10, 16, 20]
+    scales = 10.0 ** torch.linspace(0, 3, 10, dtype=T)
+
+    def ellipsoid(x):                          # axis-aligned, condition number 1e6 (SNES adapts per coordinate)
+        return ((x * scales) ** 2).sum(-1)
+
+    for f in (FUNCTIONS["sphere"], ellipsoid):
+        res = minimize(f, torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0)
+        assert res.stop == "target", (res.fun, res.n_evals)
+        assert res.history[0]["evals"] == 10
+    old = minimize(FUNCTIONS["sphere"], torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0,
+                   estimator="auto", optimizer="adam", fitness_shaping="none")
+    assert old.stop == "budget"

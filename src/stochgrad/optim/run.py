@@ -23,7 +23,7 @@ from stochgrad.estimators.registry import estimator_names, get_spec
 from stochgrad.estimators.base import Evaluator
 from stochgrad.evaluators import Serial, make_evaluator
 from stochgrad.lab.functions import FUNCTIONS
-from stochgrad.optim.minimize import MinimizeResult, check_first_step, stop_reason, take_step
+from stochgrad.optim.minimize import DEFAULTS, MinimizeResult, check_first_step, stop_reason, take_step
 from stochgrad.optim.objective import Objective, resolve_objective
 from stochgrad.optim.search import OPTIMIZERS, SearchGradient
 from stochgrad.optim.shaping import SHAPINGS
@@ -39,21 +39,23 @@ class OptimizeConfig:
                            "module:callable, batched [n, D] -> [n] (or one point [D] -> number with --per-point)")
     per_point: bool = option(False, "the module:callable takes one point [D] and returns a number")
     dim: int = option(10, "dimension D")
-    estimator: str = option("auto", "gradient estimator by name", choices=tuple(estimator_names()))
+    estimator: str = option(DEFAULTS["estimator"], "gradient estimator by name", choices=tuple(estimator_names()))
     budget: int = option(20000, "evaluations of f in total (may be raised on --resume)", resumable=True)
-    popsize: int | None = option(None, "evaluations per step (default: 2*D, at least 8)")
+    popsize: int | None = option(None, "evaluations per step (default: 4 + 3 ln D, even, with natural steps; else "
+                                       "2*D and at least 8; at least what the estimator needs)")
     sigma0: float | None = option(None, "initial search scale (default: 0.1 x a test function's domain "
                                         "half-width; 1 for your own function)")
     x0: float | None = option(None, "initial value of every coordinate (default: a quarter of a test function's "
                                     "domain half-width; 0 for your own function)")
     lr: float | None = option(None, "learning rate (default: sigma0; 1 with --optimizer natural)")
-    optimizer: str = option("adam", "update rule: a torch optimiser (adam, sgd) or natural-gradient steps that "
+    optimizer: str = option(DEFAULTS["optimizer"], "update rule: a torch optimiser (adam, sgd) or natural-gradient steps that "
                                     "also learn sigma, SNES-style", choices=(*OPTIMIZERS, "natural"))
     learn_scale: bool = option(False, "learn log(sigma) from the scale gradient")
     sigma_decay: float = option(0.995, "multiply sigma by this after every step when it is not learned")
     lr_decay: float = option(1.0, "multiply the learning rate by this after every step (1: fixed)")
     min_sigma: float = option(1e-8, "lower bound on sigma")
-    fitness_shaping: str = option("none", "replace f by centred ranks within each step", choices=tuple(SHAPINGS))
+    fitness_shaping: str = option(DEFAULTS["fitness_shaping"], "replace f by centred ranks within each step, or "
+                                  "not", choices=tuple(SHAPINGS))
     target: float | None = option(None, "stop once a value <= target is seen", resumable=True)
     time_limit: float | None = option(None, "stop after this many seconds (of this session)", resumable=True)
     seed: int = option(0, "seed of every random number")

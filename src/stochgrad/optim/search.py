@@ -19,13 +19,19 @@ from torch import Tensor
 from stochgrad.distributions.normal import Normal
 from stochgrad.errors import InvalidArgumentError, StochgradError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, check_values
-from stochgrad.estimators.registry import make_estimator
+from stochgrad.estimators.registry import make_estimator, minimum_budget
 from stochgrad.optim.shaping import SHAPINGS
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "sgd": torch.optim.SGD,
 }
+
+
+def snes_popsize(dim: int) -> int:
+    """SNES's population λ = 4 + ⌊3 ln D⌋ (Schaul et al. 2011), rounded up to even for antithetic pairs."""
+    lam = 4 + int(3 * math.log(dim))
+    return lam + lam % 2
 
 
 class AskTellError(StochgradError):
@@ -40,8 +46,9 @@ class SearchGradient:
       sigma0: initial standard deviation (a float, or ``[D]``), > 0.
       estimator: an :class:`~stochgrad.Estimator`, or a registry name (``"auto"``, ``"mvd"``,
         ``"sf-antithetic"``, …) sized to ``popsize`` evaluations per step.
-      popsize: evaluations of f per step when ``estimator`` is a name (default: 2·D per learned parameter, at
-        least 8: what coupled MVD needs for one pair per component).
+      popsize: evaluations of f per step when ``estimator`` is a name (default: with ``"natural"`` steps SNES's
+        λ = 4 + ⌊3 ln D⌋ made even, otherwise 2·D per learned parameter and at least 8; never below what the
+        estimator needs, e.g. 2·D for coupled MVD).
       optimizer: ``"adam"``, ``"sgd"``, ``"natural"``, or a callable ``params -> torch.optim.Optimizer``.
         ``"natural"`` follows the natural gradient of the Gaussian (Fisher diag(1/σ²) for loc, 2 for log σ):
         Δloc = −lr·σ²·ĝ_loc, Δlog σ = −scale_lr·σ·ĝ_σ/2, which learns the scale and is invariant to the
@@ -98,7 +105,11 @@ class SearchGradient:
         self.learn_scale, self.sigma_decay, self.min_sigma = learn_scale, sigma_decay, min_sigma
         self.fitness_shaping, self.maximize = fitness_shaping, maximize
         self.params = ("loc", "scale") if learn_scale else ("loc",)
-        self.popsize = popsize if popsize is not None else max(8, 2 * self.dim * len(self.params))
+        if popsize is None:
+            popsize = snes_popsize(self.dim) if self.natural else max(8, 2 * self.dim * len(self.params))
+            if isinstance(estimator, str):              # at least what the estimator needs (MVD: 2 per component)
+                popsize = max(popsize, minimum_budget(estimator, self.distribution_at(x0, sigma), self.params))
+        self.popsize = popsize
         if isinstance(estimator, str):
             self.estimator_name = estimator
             estimator = make_estimator(estimator, self.popsize, self.distribution(), self.params)
@@ -135,6 +146,11 @@ class SearchGradient:
 
     def distribution(self) -> Normal:
         return Normal(self.loc.detach(), self.scale)
+
+    @staticmethod
+    def distribution_at(x0: Tensor, sigma: Tensor) -> Normal:
+        """The search distribution N(x0, sigma²) before the optimiser exists (to size the estimator)."""
+        return Normal(x0.detach(), sigma)
 
     # -- ask / tell ---------------------------------------------------------------------------------------
     def next_evals(self) -> int:
