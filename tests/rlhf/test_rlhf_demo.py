@@ -40,3 +40,29 @@ def test_the_demo_writes_its_run_directory_and_reuses_it(tmp_path) -> None:
     again_summary = run_demo(config, tmp_path / "other", progress=False, log=reused.append)
     assert any("reusing" in line for line in reused)
     assert again_summary["results"]["rloo"]["after"] == summary["results"]["rloo"]["after"]
+
+
+def test_an_interrupted_demo_resumes_to_the_same_results(tmp_path) -> None:
+    import pytest
+
+    from stochgrad.rlhf.demo import demo_command
+    from stochgrad.runs import run
+
+    config = DemoConfig(estimators=("reinforce", "rloo"), steps=2, completions_per_step=8, pretrain_steps=20,
+                        n_sentences=400, variance_repeats=3, eval_k=1, max_new_tokens=8)
+    quiet = []
+    full = run_demo(config, tmp_path / "full", progress=False, log=quiet.append)
+
+    def stop(experiment, row):
+        if row["phase"] == "variance" and row["estimator"] == "rloo":      # after the third of five steps
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(demo_command(False, quiet.append), config, tmp_path / "cut", progress=False, callback=stop)
+    assert not (tmp_path / "cut" / "demo.json").exists()
+    again = run_demo(config, tmp_path / "cut", resume=True, progress=False, log=quiet.append)
+    untimed = {n: {k: v for k, v in s.items() if k != "seconds_per_estimate"} for n, s in full["variance"].items()}
+    assert {n: {k: v for k, v in s.items() if k != "seconds_per_estimate"} for n, s in again["variance"].items()} \
+        == untimed
+    assert again["before"] == full["before"]
+    assert {k: v["after"] for k, v in again["results"].items()} == {k: v["after"] for k, v in full["results"].items()}

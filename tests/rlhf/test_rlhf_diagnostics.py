@@ -83,3 +83,21 @@ def test_the_variance_command(tiny_model_dir, capsys, tmp_path) -> None:
                  "6", "--repeats", "3", "--no-progress", "--out", str(bad)]) == 2
     assert "completions: 6 sampled completions per estimate is not a multiple of k=4" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_an_interrupted_variance_run_resumes_to_the_same_numbers(tiny_model_dir, tmp_path) -> None:
+    from stochgrad.rlhf.variance import RLHF_VARIANCE, VarianceConfig, run_variance
+    from stochgrad.runs import run
+
+    cfg = dict(model=str(tiny_model_dir), estimators=["rloo", "grpo"], completions=8, repeats=3, max_new_tokens=6)
+    full, _ = run_variance(VarianceConfig(**cfg), tmp_path / "full", progress=False)
+
+    def stop(experiment, row):
+        raise KeyboardInterrupt                       # after the first estimator
+
+    with pytest.raises(KeyboardInterrupt):
+        run(RLHF_VARIANCE, VarianceConfig(**cfg), tmp_path / "cut", progress=False, callback=stop)
+    again, _ = run_variance(VarianceConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    drop = ("seconds_per_estimate",)
+    assert [{k: v for k, v in s.items() if k not in drop} for s in again] == \
+        [{k: v for k, v in s.items() if k not in drop} for s in full]
