@@ -221,3 +221,22 @@ def test_the_defaults_adapt_sigma_and_reach_1e_8() -> None:
     old = minimize(FUNCTIONS["sphere"], torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0,
                    estimator="auto", optimizer="adam", fitness_shaping="none")
     assert old.stop == "budget"
+
+
+def test_a_diverging_natural_step_is_a_named_error_and_changes_nothing() -> None:
+    from stochgrad.optim import DivergenceError
+
+    def steep(x):                              # a wider search lowers E f without bound: log sigma explodes
+        return -1e10 * (x ** 2).sum(-1)
+
+    opt = SearchGradient(torch.ones(4, dtype=T), 0.5, estimator="sf-antithetic", optimizer="natural",
+                         fitness_shaping="none", seed=0)
+    before = opt.state_dict()
+    x = opt.ask()
+    with pytest.raises(DivergenceError, match=r"loc or scale infinite .*use fitness_shaping='centered-ranks'"):
+        opt.tell(steep(x))
+    assert torch.equal(opt.loc.detach(), before["loc"]) and torch.equal(opt.scale, before["log_scale"].exp())
+    assert opt.n_steps == 0 and opt.n_evals == 0
+    opt.fitness_shaping = "centered-ranks"
+    opt.tell(steep(x))                         # the same points are still pending; with ranks the step is bounded
+    assert opt.n_steps == 1

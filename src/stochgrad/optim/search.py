@@ -34,6 +34,10 @@ def snes_popsize(dim: int) -> int:
     return lam + lam % 2
 
 
+class DivergenceError(StochgradError):
+    """A step would have made the search distribution's mean or scale non-finite (the optimiser is unchanged)."""
+
+
 class AskTellError(StochgradError):
     """``tell`` was called without a pending ``ask``, or ``ask`` twice without ``tell``."""
 
@@ -170,6 +174,7 @@ class SearchGradient:
         Raises (and leaves the optimiser exactly as it was, the points still pending):
           AskTellError: no pending ``ask``.
           EvaluationError: wrong number of values, NaN or infinite values (naming the points).
+          DivergenceError: the step would make loc or scale infinite.
         """
         if self._pending is None:
             raise AskTellError("tell: there are no pending points; call ask() first")
@@ -184,7 +189,18 @@ class SearchGradient:
         if self.learn_scale:
             g_log = (g.grad["scale"] * scale).to(self.log_scale.dtype)      # chain rule: ∂/∂log σ = σ ∂/∂σ
             self.log_scale.grad = 0.5 * g_log if self.natural else g_log
+        before = self.loc.detach().clone(), self.log_scale.detach().clone()
         self.optimizer.step()
+        if not (bool(torch.isfinite(self.loc).all()) and bool(torch.isfinite(self.log_scale.detach().exp()).all())):
+            with torch.no_grad():
+                self.loc.copy_(before[0])
+                self.log_scale.copy_(before[1])
+            self._pending = plan
+            shaping = ("; unshaped values make natural steps scale with f: use fitness_shaping='centered-ranks'"
+                       if self.natural and self.fitness_shaping == "none" else "")
+            raise DivergenceError(f"tell: the step made the search distribution's loc or scale infinite (gradient "
+                                  f"norm {float(g_loc.norm()):.3g}){shaping}, or use a smaller lr; the optimiser "
+                                  "is left as it was before this tell")
         with torch.no_grad():
             if not self.learn_scale and self.sigma_decay < 1:
                 self.log_scale.add_(math.log(self.sigma_decay))
