@@ -36,9 +36,9 @@ from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import find_weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params
-from stochgrad.estimators.hybrid import _flat, min_variance_weight
+from stochgrad.estimators.hybrid import min_variance_weight
 from stochgrad.estimators.measure_valued import MeasureValued
-from stochgrad.estimators.running import ComponentStats, StatsMixin
+from stochgrad.estimators.running import ComponentStats, StatsMixin, to_components
 from stochgrad.estimators.score_function import ScoreFunction
 
 F64 = torch.float64
@@ -238,11 +238,11 @@ class Auto(StatsMixin, Estimator):
         return self.budget
 
     # -- deciding ----------------------------------------------------------------------------------------
-    def _mvd_variance(self, name: str) -> Tensor:
+    @staticmethod
+    def _mvd_variance(st: ComponentStats) -> Tensor:
         """Running per-pair MVD variance ``[*batch, J]`` (> 0). A component without an estimate of its own
         borrows, in this order: the pooled MVD/score-function ratio times its score-function variance, the
         median of that ratio over the components that have one, or its score-function variance."""
-        st = self._stats[name]
         a = st.first.value.to(F64)
         own, own_known = st.second_direct()
         own = own.to(F64)
@@ -255,12 +255,12 @@ class Auto(StatsMixin, Estimator):
                                     torch.where(torch.isfinite(median), median, fallback)))
         return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
 
-    def _decide(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
-                generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
+    def _decide(self, stats: dict[str, ComponentStats], dist: Family, names: tuple[str, ...], sf_names: list[str],
+                mvd_names: list[str], generator: torch.Generator | None) -> tuple[int, dict[str, Tensor], dict]:
         """Evaluate every candidate n at once: one batched water-fill over the components of all parameters."""
         B = self.budget
-        known = all(bool(self._stats[p].first.known.all()) for p in sf_names) and \
-            all(bool(self._stats[p].second_known.any()) for p in mvd_names)
+        known = all(bool(stats[p].first.known.all()) for p in sf_names) and \
+            all(bool(stats[p].second_known.any()) for p in mvd_names)
         if not known:
             return self._first_split(dist, names, sf_names, mvd_names, generator)
         sizes = [dist.n_components(p) for p in mvd_names]
@@ -272,7 +272,7 @@ class Auto(StatsMixin, Estimator):
         G = len(ns)
         bview = (G, *([1] * (len(dist.batch_shape) + 1)))
         n_t = torch.tensor(ns, dtype=F64).reshape(bview)
-        a = {p: self._stats[p].first.value.to(F64) for p in names}
+        a = {p: stats[p].first.value.to(F64) for p in names}
 
         def A_of(p: str) -> Tensor:                                        # [G, *batch, J_p]
             if p in sf_names:
@@ -287,7 +287,7 @@ class Auto(StatsMixin, Estimator):
         def flat(t: Tensor) -> Tensor:                                     # [G?, *batch, J] -> [G?, copies, J]
             return t.reshape(*t.shape[: t.dim() - len(dist.batch_shape) - 1], n_copies, t.shape[-1])
 
-        b_of = {p: self._mvd_variance(p) for p in mvd_names}                # [*batch, J_p], computed once
+        b_of = {p: self._mvd_variance(stats[p]) for p in mvd_names}                # [*batch, J_p], computed once
         cost = torch.zeros((G, min(n_copies, DECIDE_COPIES)), dtype=F64)
         for p in names:
             if p not in mvd_names:
@@ -331,9 +331,9 @@ class Auto(StatsMixin, Estimator):
                                  else torch.zeros_like(a[p], dtype=torch.long))
         if n > 0 and self.explore > 0:     # only where the score function covers a component left without pairs
             counts = {p: (self._explore({p: c}, generator)[p] if p in sf_names else c) for p, c in counts.items()}
-        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                              "predicted_mse": float(mean_cost[i])}
-        return n, counts
+        decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                    "predicted_mse": float(mean_cost[i])}
+        return n, counts, decision
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
         """Move ``explore`` of each parameter's pairs (on average) from the most-served components to random ones."""
@@ -380,9 +380,9 @@ class Auto(StatsMixin, Estimator):
                 r = torch.rand((*dist.batch_shape, s_p, J[p]), generator=generator).argmax(-1)
                 counts[p].scatter_add_(-1, r, torch.ones_like(r))
         counts = {p: c for p, c in counts.items() if int(c.sum(-1).flatten()[0]) > 0}
-        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                              "predicted_mse": None}
-        return n, counts
+        decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                    "predicted_mse": None}
+        return n, counts, decision
 
     # -- plan / combine -----------------------------------------------------------------------------------
     def plan(self, dist: Family, generator: torch.Generator | None = None,
@@ -399,29 +399,54 @@ class Auto(StatsMixin, Estimator):
             raise BudgetError(f"budget: Auto needs at least {need} evaluations per estimate for "
                               f"{type(dist).__name__} {list(names)}; got {self.budget}")
         dist = dist.detach()
-        self._ensure_stats(dist, names)
-        n, counts = self._decide(dist, names, sf_names, mvd_names, generator)
+        stats = self.stats_for(dist, names)
+        n, counts, decision = self._decide(stats, dist, names, sf_names, mvd_names, generator)
         counts = {p: c for p, c in counts.items() if int(c.sum(-1).flatten()[0]) > 0}
-        weights_a = {}
-        for p in names:
-            st = self._stats[p]
-            if p in counts and p in sf_names and n > 0:
-                A = st.first.value.to(F64) / n
-                B = self._mvd_variance(p) / counts[p].clamp_min(1)
-                w = min_variance_weight(A, B)
-                known = st.first.known & st.second_known
-                weights_a[p] = torch.where(known, w, torch.full_like(w, 0.5))
+        weights_a, var_b = {}, {}
+        for p in counts:
+            st = stats[p]
+            b = self._mvd_variance(st) / counts[p].clamp_min(1)
+            known_b = st.second_known
+            var_b[p] = torch.where(known_b, b, torch.nan)        # per-component MVD variance from history
+            if p in sf_names and n > 0:
+                w = min_variance_weight(st.first.value.to(F64) / n, b)
+                weights_a[p] = torch.where(st.first.known & known_b, w, torch.full_like(w, 0.5))
         sf_plan = ScoreFunction(n, baseline="loo").plan(dist, generator, sf_names) if n >= 2 else None
         dims = {p: slots(c) for p, c in counts.items()}
         mvd_plan = MeasureValued(1, coupled=True, dims=dims).plan(dist, generator, list(dims)) if dims else None
-        return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a)
+        return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a, var_b, decision)
+
+    def update(self, estimate: GradientEstimate) -> None:
+        """Fold one estimate (of a plan of this estimator) into the running variances; once per estimate."""
+        plan = self.claim(estimate)
+        g1, g2, dist = estimate.info["first"], estimate.info["second"], plan.dist
+        self.last_decision = dict(plan.decision)
+        for p in plan.names:
+            has_sf = g1 is not None and p in g1.grad
+            first = to_components(g1.variance[p], dist, p) * plan.n_sf if has_sf else None   # per sample
+            if g2 is None or p not in plan.counts:
+                self._stats[p].update(first, None, None, None)
+                continue
+            c = plan.counts[p]
+            b = to_components(g2.grad[p], dist, p)
+            vb = to_components(g2.variance[p], dist, p) * c          # per pair (NaN where a component had one pair)
+            if has_sf:
+                self._stats[p].update(first, c > 0, b, vb, first=to_components(g1.grad[p], dist, p),
+                                      first_est_var=to_components(g1.variance[p], dist, p), unit=c)
+            else:
+                self._stats[p].update(None, c > 0, b, vb)
 
 
 class AutoPlan(Plan):
+    """The points of one Auto estimate: the split, the weights and the history-based MVD variances are fixed
+    when the plan is made, so ``combine`` is a pure function of the plan and the values."""
+
     def __init__(self, owner: Auto, dist: Family, names: tuple[str, ...], counts: dict[str, Tensor],
-                 sf_plan: Plan | None, mvd_plan: Plan | None, n_sf: int, weights_a: dict[str, Tensor]) -> None:
+                 sf_plan: Plan | None, mvd_plan: Plan | None, n_sf: int, weights_a: dict[str, Tensor],
+                 var_b: dict[str, Tensor], decision: dict) -> None:
         self.owner, self.dist, self.names, self.counts = owner, dist, names, counts
         self.sf_plan, self.mvd_plan, self.n_sf, self.weights_a = sf_plan, mvd_plan, n_sf, weights_a
+        self.var_b, self.decision, self.folded = var_b, decision, False
         parts = [p.points for p in (sf_plan, mvd_plan) if p is not None]
         self.points = torch.cat([parts[0]] + [p.to(parts[0].dtype) for p in parts[1:]], 0)
 
@@ -429,45 +454,45 @@ class AutoPlan(Plan):
         values = values.detach()
         dist = self.dist
         n1 = self.sf_plan.n_evals if self.sf_plan is not None else 0
-        g1 = self.sf_plan._combine(values[:n1]) if self.sf_plan is not None else None
-        g2 = self.mvd_plan._combine(values[n1:]) if self.mvd_plan is not None else None
+        g1 = self.sf_plan.combine(values[:n1]) if self.sf_plan is not None else None
+        g2 = self.mvd_plan.combine(values[n1:]) if self.mvd_plan is not None else None
         grad, var = {}, {}
         for p in self.names:
             has_sf = g1 is not None and p in g1.grad
             has_mvd = g2 is not None and p in g2.grad
+            shape = dist.param(p).shape
             if not has_sf:
-                grad[p], var[p] = g2.grad[p], g2.variance[p]
+                vb = to_components(g2.variance[p], dist, p)
+                vb = torch.where(torch.isfinite(vb), vb, self.var_b[p].to(vb.dtype))
+                grad[p], var[p] = g2.grad[p], vb.reshape(shape)
                 continue
-            a, va = _flat(g1.grad[p], dist, p), _flat(g1.variance[p], dist, p)
             if not has_mvd:
                 grad[p], var[p] = g1.grad[p], g1.variance[p]
                 continue
-            b, vb = _flat(g2.grad[p], dist, p), _flat(g2.variance[p], dist, p)
+            a, va = to_components(g1.grad[p], dist, p), to_components(g1.variance[p], dist, p)
+            b, vb = to_components(g2.grad[p], dist, p), to_components(g2.variance[p], dist, p)
             served = self.counts[p] > 0
             w = torch.where(served, self.weights_a[p].to(a.dtype), torch.ones_like(a))
-            vb_rep = torch.where(torch.isfinite(vb), vb,
-                                 (self.owner._mvd_variance(p) / self.counts[p].clamp_min(1)).to(vb.dtype))
-            grad[p] = (w * a + (1 - w) * torch.where(served, b, torch.zeros_like(b))).reshape(dist.param(p).shape)
-            var[p] = (w * w * va + (1 - w) ** 2 * torch.where(served, vb_rep, torch.zeros_like(vb))
-                      ).reshape(dist.param(p).shape)
-        self._update(g1, g2)
+            grad[p] = (w * a + (1 - w) * torch.where(served, b, torch.zeros_like(b))).reshape(shape)
+            var[p] = _combined_variance(a, va, b, vb, self.var_b[p].to(vb.dtype), w, served).reshape(shape)
         value = g1.value if g1 is not None else g2.value
-        info = {"decision": dict(self.owner.last_decision or {}), "pairs": self.counts, "weight_sf": self.weights_a}
+        info = {"decision": dict(self.decision), "pairs": self.counts, "weight_sf": self.weights_a,
+                "first": g1, "second": g2, "plan": self}
         return GradientEstimate(grad, var, value, self.n_evals, values, None, info)
 
-    def _update(self, g1: GradientEstimate | None, g2: GradientEstimate | None) -> None:
-        dist = self.dist
-        for p in self.names:
-            has_sf = g1 is not None and p in g1.grad
-            first = _flat(g1.variance[p], dist, p) * self.n_sf if has_sf else None   # per-sample variance
-            if g2 is None or p not in self.counts:
-                self.owner._stats[p].update(first, None, None, None)
-                continue
-            c = self.counts[p]
-            b = _flat(g2.grad[p], dist, p)
-            vb = _flat(g2.variance[p], dist, p) * c          # per pair (NaN where a component had one pair)
-            if has_sf:
-                self.owner._stats[p].update(first, c > 0, b, vb, first=_flat(g1.grad[p], dist, p),
-                                            first_est_var=_flat(g1.variance[p], dist, p), unit=c)
-            else:
-                self.owner._stats[p].update(None, c > 0, b, vb)
+
+def _combined_variance(a: Tensor, va: Tensor, b: Tensor, vb: Tensor, vb_history: Tensor, w: Tensor,
+                       served: Tensor) -> Tensor:
+    """Variance of ``w·a + (1 − w)·b`` for independent unbiased a (score function) and b (MVD), ``[*batch, J]``.
+
+    ``w²·va + (1 − w)²·vb`` where b had two or more pairs (vb from its own pairs). Where it had one pair, b's
+    variance is not in the current samples alone; since ``E (a − b)² = Var a + Var b``,
+    ``(1 − w)²(a − b)² + (2w − 1)·va`` is an unbiased estimate of the combination's variance from the current
+    samples, and non-negative for w ≥ ½ (at the first estimate w = ½ and it is ``(a − b)²/4``). For w < ½
+    (MVD trusted more) b's variance comes from the running per-pair variance of earlier estimates.
+    """
+    own = w * w * va + (1 - w) ** 2 * vb
+    cross = (1 - w) ** 2 * (a - b) ** 2 + (2 * w - 1) * va
+    hist = w * w * va + (1 - w) ** 2 * vb_history
+    single = torch.where((w >= 0.5) | ~torch.isfinite(hist), cross, hist)
+    return torch.where(served, torch.where(torch.isfinite(vb), own, single), va)

@@ -9,6 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stochgrad.errors import InvalidArgumentError
+
+
+def to_components(t: Tensor, dist, name: str) -> Tensor:
+    """``[*batch, *component_shape] -> [*batch, J]``: one parameter's components, flat."""
+    return t.reshape(*dist.batch_shape, dist.n_components(name))
+
 
 class Ema:
     """Per-component exponential moving average with Adam's bias correction.
@@ -185,8 +192,26 @@ class StatsMixin:
     def load_state_dict(self, state: dict) -> None:
         self._stats = {name: ComponentStats.from_state_dict(s, self.decay) for name, s in state.items()}
 
-    def _ensure_stats(self, dist, names: tuple[str, ...]) -> None:
-        """(Re)start the statistics when the parameters or their shapes change."""
+    def stats_for(self, dist, names: tuple[str, ...]) -> dict[str, ComponentStats]:
+        """The running statistics of these parameters, read-only for a plan: the stored ones when they match
+        the parameters and shapes, else fresh ones (not stored: only :meth:`update` changes the estimator)."""
         want = {n: torch.Size((*dist.batch_shape, dist.n_components(n))) for n in names}
         if set(self._stats) != set(names) or any(self._stats[n].shape != want[n] for n in names):
-            self._stats = {n: ComponentStats(want[n], self.decay, dist.dtype) for n in names}
+            return {n: ComponentStats(want[n], self.decay, dist.dtype) for n in names}
+        return self._stats
+
+    def claim(self, estimate) -> object:
+        """The plan behind ``estimate``, checked to be this estimator's and not folded in yet, then marked as
+        folded in; the statistics are (re)started if the plan's parameters or shapes differ from theirs."""
+        plan = estimate.info.get("plan") if isinstance(estimate.info, dict) else None
+        if plan is None or getattr(plan, "owner", None) is not self:
+            raise InvalidArgumentError(f"estimate: {type(self).__name__}.update needs an estimate this estimator "
+                                       "planned (from its plan's combine or its estimate); got another one")
+        if plan.folded:
+            raise InvalidArgumentError(f"estimate: this {type(self).__name__} plan was already folded in by "
+                                       "update(); each estimate updates the running statistics once")
+        plan.folded = True
+        stats = self.stats_for(plan.dist, plan.names)
+        if stats is not self._stats:
+            self._stats = stats
+        return plan

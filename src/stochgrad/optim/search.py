@@ -161,6 +161,7 @@ class SearchGradient:
         raw = check_values(values, plan.points, plan.dist.batch_shape).detach()
         shaped = raw if self.fitness_shaping == "none" else SHAPINGS[self.fitness_shaping](raw)
         g = plan.combine(-shaped if self.maximize else shaped)
+        self.estimator.update(g)          # the estimator's one explicit state step (running statistics)
         self._pending = None
         self.optimizer.zero_grad(set_to_none=True)
         scale = self.scale
