@@ -38,8 +38,9 @@ from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params
 from stochgrad.estimators.hybrid import min_variance_weight
 from stochgrad.estimators.measure_valued import MeasureValued
-from stochgrad.estimators.running import ComponentStats, StatsMixin, to_components
-from stochgrad.estimators.score_function import ScoreFunction
+from stochgrad.estimators.running import ComponentStats, Ema, StatsMixin, combined_variance, to_components
+from stochgrad.estimators.baselines import compute_baseline
+from stochgrad.estimators.score_function import ScoreFunction, ScoreFunctionPlan
 
 F64 = torch.float64
 #: Copies on which the shared split is chosen (all copies then get their own allocation for it).
@@ -48,6 +49,13 @@ DECIDE_COPIES = 64
 #: behind the prediction are noisy, and the minimum over candidates of noisy predictions is biased low; with
 #: tiny budgets (B = 4D at D = 2) a mix predicted 5% better measured 1.5-2.5x worse than pure MVD.
 MIX_MARGIN = 0.15
+#: Pseudo-observations with which a component's own MVD variance is shrunk towards the one borrowed from the
+#: other components (see ``Auto._mvd_variance``).
+PRIOR_OBSERVATIONS = 4.0
+#: All on the score function, Auto still explores MVD when its best split is predicted within this factor.
+EXPLORE_WITHIN = 1.5
+#: When only the score function's variances are known, this fraction of the budget measures MVD's.
+MEASURE_FRACTION = 0.125
 
 
 def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 14) -> Tensor:
@@ -216,11 +224,38 @@ class Auto(StatsMixin, Estimator):
             raise InvalidArgumentError(f"explore: must be in [0, 1]; got {explore}")
         self.budget, self.decay, self.explore = budget, decay, explore
         self._stats: dict[str, ComponentStats] = {}
+        self._anti: dict[str, Ema] = {}
         self.last_decision: dict | None = None
 
     def reset(self) -> None:
         super().reset()
+        self._anti = {}
         self.last_decision = None
+
+    def state_dict(self) -> dict:
+        """Running statistics, for checkpoints (tensors only: loadable with ``weights_only=True``)."""
+        out = super().state_dict()
+        if self._anti:
+            out["antithetic"] = {p: e.state_dict() for p, e in self._anti.items()}
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        anti = state.pop("antithetic", {})
+        super().load_state_dict(state)
+        self._anti = {}
+        for p, e in anti.items():
+            self._anti[p] = Ema(e["raw"].shape, self.decay, e["raw"].dtype)
+            self._anti[p].load_state_dict(e)
+
+    def _antithetic_variance(self, stats: dict[str, ComponentStats], names: Sequence[str]) -> dict[str, Tensor] | None:
+        """Per-evaluation variance of antithetic score-function pairs (variance × evaluations), or None where
+        it is not known for every component of ``names`` (or belongs to other statistics)."""
+        if stats is not self._stats or any(p not in self._anti for p in names):
+            return None
+        if not all(bool(self._anti[p].known.all()) for p in names):
+            return None
+        return {p: self._anti[p].value for p in names}
 
     # -- budget -------------------------------------------------------------------------------------------
     @staticmethod
@@ -240,39 +275,63 @@ class Auto(StatsMixin, Estimator):
     # -- deciding ----------------------------------------------------------------------------------------
     @staticmethod
     def _mvd_variance(st: ComponentStats) -> Tensor:
-        """Running per-pair MVD variance ``[*batch, J]`` (> 0). A component without an estimate of its own
-        borrows, in this order: the pooled MVD/score-function ratio times its score-function variance, the
-        median of that ratio over the components that have one, or its score-function variance."""
+        """Running per-pair MVD variance ``[*batch, J]`` (> 0, or NaN for a copy with no MVD history at all).
+
+        A component without an estimate of its own borrows, in this order: the mean over the components
+        that have one of the MVD/score-function variance ratio, times its score-function variance; the pooled
+        ratio from the differences to the score function (if positive: it is a difference of noisy terms and
+        can come out at or below zero, which must not make a component look free); the median of the other
+        components' MVD variances. All of these scale with f², so the decisions are scale-equivariant.
+
+        A component's own estimate is an average of a few one-degree-of-freedom terms (χ²₁: a tenth of them
+        come out below 1/60 of the truth), so it is shrunk towards the borrowed value with the weight of
+        ``PRIOR_OBSERVATIONS`` observations: otherwise the components that look cheapest by chance get the pairs
+        and the weight, and the estimate is worse than either estimator alone."""
         a = st.first.value.to(F64)
         own, own_known = st.second_direct()
         own = own.to(F64)
-        pooled = (st.ratio.to(F64) * a)
-        ratio_own = torch.where(own_known & (a > 0), own / a.clamp_min(1e-300), torch.nan)
-        median = ratio_own.nanmedian(-1, keepdim=True).values * a
-        fallback = torch.where(a > 0, a, torch.ones_like(a))
-        v = torch.where(own_known, own,
-                        torch.where(torch.isfinite(pooled), pooled,
-                                    torch.where(torch.isfinite(median), median, fallback)))
-        return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
+        cap = 1.0 / max(1e-12, 1.0 - st.first.decay)
+        k = st.second_own.count.to(F64).clamp_max(cap) + st.second_succ.count.to(F64).clamp_max(cap)
+        has_a = st.first.known & (a > 0)
+        ratio_own = torch.where(own_known & has_a, own / a.clamp_min(1e-300), torch.nan)
+        # the mean, not the median: each ratio is a few χ²₁ terms, whose median is less than half their mean
+        median = ratio_own.nanmean(-1, keepdim=True) * a
+        pooled = st.ratio.to(F64) * a
+        median_b = torch.where(own_known, own, torch.nan).nanmean(-1, keepdim=True).expand_as(a)
+        prior = torch.where(torch.isfinite(median) & (median > 0) & has_a, median,
+                            torch.where(torch.isfinite(pooled) & (pooled > 0) & has_a, pooled, median_b))
+        shrunk = torch.where(torch.isfinite(prior),
+                             (k * own + PRIOR_OBSERVATIONS * prior) / (k + PRIOR_OBSERVATIONS), own)
+        v = torch.where(own_known, shrunk, prior)
+        return torch.where(torch.isfinite(v), v.clamp_min(1e-300), torch.nan)
 
     def _decide(self, stats: dict[str, ComponentStats], dist: Family, names: tuple[str, ...], sf_names: list[str],
-                mvd_names: list[str], generator: torch.Generator | None) -> tuple[int, dict[str, Tensor], dict]:
-        """Evaluate every candidate n at once: one batched water-fill over the components of all parameters."""
+                mvd_names: list[str], generator: torch.Generator | None, antithetic: bool,
+                sf_var: dict[str, Tensor] | None) -> tuple[int, dict[str, Tensor], dict]:
+        """Evaluate every candidate n at once: one batched water-fill over the components of all parameters.
+
+        ``sf_var``: the score function's variance × evaluations per component for the chosen kind of samples
+        (antithetic pairs or independent draws); None: the independent draws' running variance."""
         B = self.budget
-        known = all(bool(stats[p].first.known.all()) for p in sf_names) and \
-            all(bool(stats[p].second_known.any()) for p in mvd_names)
-        if not known:
-            return self._first_split(dist, names, sf_names, mvd_names, generator)
+        first_known = all(bool(stats[p].first.known.all()) for p in sf_names)
+        second_known = all(bool(stats[p].second_known.any()) for p in mvd_names)
+        forced_any = any(p not in sf_names for p in mvd_names)
+        if not first_known or (not second_known and (forced_any or not sf_names)):
+            return self._first_split(dist, names, sf_names, mvd_names, generator, antithetic)
+        if not second_known:
+            return self._measure_mvd(dist, sf_names, mvd_names, generator, antithetic)
         sizes = [dist.n_components(p) for p in mvd_names]
         pure_ok = set(mvd_names) == set(names) and B // 2 >= sum(sizes)
         forced_pairs = sum(dist.n_components(p) for p in mvd_names if p not in sf_names)
         ns = [n for n in _grid(B) if (n > 0 and sf_names and (B - n) // 2 >= forced_pairs) or (n == 0 and pure_ok)]
+        if antithetic:
+            ns = [n for n in ns if n == 0 or (n % 2 == 0 and n >= 4)]
         if not ns:
-            return self._first_split(dist, names, sf_names, mvd_names, generator)
+            return self._first_split(dist, names, sf_names, mvd_names, generator, antithetic)
         G = len(ns)
         bview = (G, *([1] * (len(dist.batch_shape) + 1)))
         n_t = torch.tensor(ns, dtype=F64).reshape(bview)
-        a = {p: stats[p].first.value.to(F64) for p in names}
+        a = {p: (sf_var[p] if sf_var is not None and p in sf_var else stats[p].first.value).to(F64) for p in names}
 
         def A_of(p: str) -> Tensor:                                        # [G, *batch, J_p]
             if p in sf_names:
@@ -303,8 +362,14 @@ class Auto(StatsMixin, Estimator):
         # few copies with wildly misestimated variances cannot decide for all.
         regret = (cost / cost.min(0).values.clamp_min(1e-300)).median(-1).values
         i = int(regret.argmin())
-        if ns[0] == 0 and i != 0 and float(regret[i]) > (1 - MIX_MARGIN) * float(regret[0]):
-            i = 0          # a mix must clearly beat pure MVD: its predicted gain is within the estimates' noise
+        # A mix must clearly beat the better pure choice (all on the score function, or all on MVD): its
+        # prediction is the minimum over allocations of noisy per-component variances, biased low; the pure
+        # choices' predictions are sums over all components.
+        pure = [k for k, n in enumerate(ns) if n in (0, B)]
+        if pure and i not in pure:
+            best_pure = min(pure, key=lambda k: float(regret[k]))
+            if float(regret[i]) > (1 - MIX_MARGIN) * float(regret[best_pure]):
+                i = best_pure
         n = ns[i]
         counts: dict[str, Tensor] = {}
         if mvd_names:
@@ -329,10 +394,44 @@ class Auto(StatsMixin, Estimator):
                     lo = torch.isinf(A_i[p]).to(F64)
                     counts[p] = (water_fill(A_i[p], b_of[p], lo, s_p) if s_p > 0
                                  else torch.zeros_like(a[p], dtype=torch.long))
-        if n > 0 and self.explore > 0:     # only where the score function covers a component left without pairs
+        with_mvd = [k for k, m in enumerate(ns) if m < B]
+        close = bool(with_mvd) and min(float(regret[k]) for k in with_mvd) <= EXPLORE_WITHIN * float(regret[i])
+        if n == B and self.explore > 0 and mvd_names and close:
+            # All on the score function, but MVD predicted not far behind: still spend about ``explore`` of the
+            # budget on MVD pairs on random components (stochastic rounding), so that its variances stay
+            # measured. Where MVD is predicted far worse, measuring it more is not worth the evaluations.
+            u = float(torch.rand((), generator=generator, dtype=F64))
+            e = int(math.floor(self.explore * B / 2 + u))
+            e = min(e, (B - (4 if antithetic else 2)) // 2)
+            if e > 0:
+                n = B - 2 * e
+                p0 = mvd_names[0]
+                r = torch.rand((*dist.batch_shape, e, dist.n_components(p0)), generator=generator).argmax(-1)
+                c = torch.zeros((*dist.batch_shape, dist.n_components(p0)), dtype=torch.long)
+                counts[p0] = c.scatter_add_(-1, r, torch.ones_like(r))
+        elif n > 0 and self.explore > 0:   # only where the score function covers a component left without pairs
             counts = {p: (self._explore({p: c}, generator)[p] if p in sf_names else c) for p, c in counts.items()}
         decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
                     "predicted_mse": float(mean_cost[i])}
+        return n, counts, decision
+
+    def _measure_mvd(self, dist, sf_names, mvd_names, generator, antithetic):
+        """Only the score function's variances known (its first estimates had the whole budget): give
+        ``MEASURE_FRACTION`` of the budget to MVD pairs on random components, to measure MVD's variances; the
+        plan weighs them 0 (they are not used in this estimate, so nothing depends on unknown variances)."""
+        B = self.budget
+        least = 4 if antithetic else 2
+        e = max(1, int(MEASURE_FRACTION * B / 2))
+        e = min(e, (B - least) // 2)
+        n = B - 2 * e
+        counts = {}
+        if e > 0:
+            p0 = mvd_names[0]
+            r = torch.rand((*dist.batch_shape, e, dist.n_components(p0)), generator=generator).argmax(-1)
+            c = torch.zeros((*dist.batch_shape, dist.n_components(p0)), dtype=torch.long)
+            counts[p0] = c.scatter_add_(-1, r, torch.ones_like(r))
+        decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                    "predicted_mse": None, "measure_only": True}
         return n, counts, decision
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -353,21 +452,46 @@ class Auto(StatsMixin, Estimator):
             out[p] = c.scatter_add_(-1, r, torch.ones_like(r))
         return out
 
-    def _first_split(self, dist, names, sf_names, mvd_names, generator):
+    def _first_split(self, dist, names, sf_names, mvd_names, generator, antithetic: bool = False):
+        """The first estimate (no history). If the budget leaves at least 2 (4 with antithetic pairs)
+        evaluations for the score function after one MVD pair per component, it spends those pairs as two
+        each on a random half of the components (so that MVD's variance is measured from its own pairs) and
+        the rest on the score function; otherwise the whole budget goes to the score function, and MVD is
+        measured on the next estimate (:meth:`_measure_mvd`). Parameters without a score function get their
+        pairs evenly (at least one each). :class:`AutoPlan` weighs the two estimates ½, ½ here."""
         B = self.budget
         J = {p: dist.n_components(p) for p in names}
         forced = [p for p in mvd_names if p not in sf_names]
         full = 2 * sum(J[p] for p in mvd_names)
+        least = 4 if antithetic else 2
         if not sf_names:
             n = 0
-        elif B - full >= 2:
-            n = B - full
+        elif B - full >= least:
+            n = B - full          # the pairs go two each to half the components (see below)
+        elif not forced:
+            n = B - B % 2 if antithetic else B    # the score function alone; MVD is measured next
         else:
-            n = max(2, (B - 2 * sum(J[p] for p in forced)) // 2)
+            n = max(least, (B - 2 * sum(J[p] for p in forced)) // 2)
+        if antithetic and n % 2:
+            n += 1 if B - n - 1 >= 2 * sum(J[p] for p in forced) and (B - n - 1) % 2 == 0 else -1
         S = (B - n) // 2
         counts = {}
         free = [p for p in mvd_names if p not in forced]
         left = S - sum(J[p] for p in forced)
+        if sf_names and not forced and S == sum(J[p] for p in mvd_names):
+            # Two pairs each on half the components (random), not one on every component: a component's
+            # MVD variance is then measured from its own pairs (one pair per component leaves only its
+            # difference to the score function, far too noisy where the score function is poor).
+            for p in mvd_names:
+                c = torch.zeros((*dist.batch_shape, J[p]), dtype=torch.long)
+                r = torch.rand((*dist.batch_shape, J[p]), generator=generator).argsort(-1)
+                c.scatter_(-1, r[..., : J[p] // 2], 2)
+                if J[p] % 2:
+                    c.scatter_(-1, r[..., J[p] // 2: J[p] // 2 + 1], 1)
+                counts[p] = c
+            decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                        "predicted_mse": None}
+            return n, counts, decision
         for p in mvd_names:
             c = torch.zeros((*dist.batch_shape, J[p]), dtype=torch.long)
             if p in forced:
@@ -377,7 +501,11 @@ class Auto(StatsMixin, Estimator):
             pool = free or forced
             per = [left // len(pool) + (1 if i < left % len(pool) else 0) for i in range(len(pool))]
             for p, s_p in zip(pool, per):
-                r = torch.rand((*dist.batch_shape, s_p, J[p]), generator=generator).argmax(-1)
+                if not free:                 # MVD only: spread evenly, so that components get two pairs
+                    counts[p] += s_p // J[p]
+                    s_p %= J[p]
+                r = torch.rand((*dist.batch_shape, J[p]), generator=generator).argsort(-1)[..., :s_p] \
+                    if not free else torch.rand((*dist.batch_shape, s_p, J[p]), generator=generator).argmax(-1)
                 counts[p].scatter_add_(-1, r, torch.ones_like(r))
         counts = {p: c for p, c in counts.items() if int(c.sum(-1).flatten()[0]) > 0}
         decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
@@ -400,30 +528,54 @@ class Auto(StatsMixin, Estimator):
                               f"{type(dist).__name__} {list(names)}; got {self.budget}")
         dist = dist.detach()
         stats = self.stats_for(dist, names)
-        n, counts, decision = self._decide(stats, dist, names, sf_names, mvd_names, generator)
+        # Antithetic pairs (x, 2μ − x) measure both their own variance and that of independent draws (from
+        # the marginal terms), so they are the first estimate's and then whichever is predicted lower.
+        antithetic = bool(dist.symmetric and sf_names and self.budget % 2 == 0 and self.budget >= 4)
+        anti_var = self._antithetic_variance(stats, sf_names) if antithetic else None
+        if antithetic and anti_var is not None and all(bool(stats[p].first.known.all()) for p in sf_names):
+            plain = sum(stats[p].first.value.to(F64).sum(-1) for p in sf_names)
+            anti = sum(anti_var[p].to(F64).sum(-1) for p in sf_names)
+            antithetic = bool((anti < plain).to(F64).mean() >= 0.5)
+        n, counts, decision = self._decide(stats, dist, names, sf_names, mvd_names, generator, antithetic,
+                                           anti_var if antithetic else None)
+        antithetic = antithetic and n >= 4 and n % 2 == 0
+        decision["antithetic"] = antithetic
         counts = {p: c for p, c in counts.items() if int(c.sum(-1).flatten()[0]) > 0}
-        weights_a, var_b = {}, {}
+        weights_a, var_b, previous = {}, {}, {}
         for p in counts:
             st = stats[p]
             b = self._mvd_variance(st) / counts[p].clamp_min(1)
             known_b = st.second_known
-            var_b[p] = torch.where(known_b, b, torch.nan)        # per-component MVD variance from history
+            var_b[p] = torch.where(known_b, self._mvd_variance(st), torch.nan)     # per pair, from history
+            previous[p] = st.previous()
             if p in sf_names and n > 0:
-                w = min_variance_weight(st.first.value.to(F64) / n, b)
-                weights_a[p] = torch.where(st.first.known & known_b, w, torch.full_like(w, 0.5))
-        sf_plan = ScoreFunction(n, baseline="loo").plan(dist, generator, sf_names) if n >= 2 else None
+                a = anti_var[p] if antithetic and anti_var is not None else st.first.value
+                w = min_variance_weight(a.to(F64) / n, b)
+                # no history at all: ½, ½; the score function's variance known but not MVD's: MVD unused
+                fallback = torch.where(st.first.known, 1.0, 0.5).to(w.dtype)
+                w = torch.where(st.first.known & known_b, w, fallback)
+                weights_a[p] = torch.ones_like(w) if decision.get("measure_only") else w
+        sf_plan = (ScoreFunction(n, baseline="loo", antithetic=antithetic).plan(dist, generator, sf_names)
+                   if n >= 2 else None)
         dims = {p: slots(c) for p, c in counts.items()}
         mvd_plan = MeasureValued(1, coupled=True, dims=dims).plan(dist, generator, list(dims)) if dims else None
-        return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a, var_b, decision)
+        return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a, var_b, previous, decision)
 
     def update(self, estimate: GradientEstimate) -> None:
         """Fold one estimate (of a plan of this estimator) into the running variances; once per estimate."""
         plan = self.claim(estimate)
         g1, g2, dist = estimate.info["first"], estimate.info["second"], plan.dist
         self.last_decision = dict(plan.decision)
+        anti = bool(plan.decision.get("antithetic"))
         for p in plan.names:
             has_sf = g1 is not None and p in g1.grad
             first = to_components(g1.variance[p], dist, p) * plan.n_sf if has_sf else None   # per sample
+            if has_sf and anti:
+                # variance × evaluations of antithetic pairs; independent draws' from the marginal terms
+                if p not in self._anti or self._anti[p].raw.shape != first.shape:
+                    self._anti[p] = Ema(first.shape, self.decay, first.dtype)
+                self._anti[p].update(first)
+                first = to_components(_marginal_variance(plan.sf_plan, g1.values, p), dist, p).to(first.dtype)
             if g2 is None or p not in plan.counts:
                 self._stats[p].update(first, None, None, None)
                 continue
@@ -443,10 +595,11 @@ class AutoPlan(Plan):
 
     def __init__(self, owner: Auto, dist: Family, names: tuple[str, ...], counts: dict[str, Tensor],
                  sf_plan: Plan | None, mvd_plan: Plan | None, n_sf: int, weights_a: dict[str, Tensor],
-                 var_b: dict[str, Tensor], decision: dict) -> None:
+                 var_b: dict[str, Tensor], previous: dict[str, tuple[Tensor, Tensor, Tensor]],
+                 decision: dict) -> None:
         self.owner, self.dist, self.names, self.counts = owner, dist, names, counts
         self.sf_plan, self.mvd_plan, self.n_sf, self.weights_a = sf_plan, mvd_plan, n_sf, weights_a
-        self.var_b, self.decision, self.folded = var_b, decision, False
+        self.var_b, self.previous, self.decision, self.folded = var_b, previous, decision, False
         parts = [p.points for p in (sf_plan, mvd_plan) if p is not None]
         self.points = torch.cat([parts[0]] + [p.to(parts[0].dtype) for p in parts[1:]], 0)
 
@@ -462,9 +615,10 @@ class AutoPlan(Plan):
             has_mvd = g2 is not None and p in g2.grad
             shape = dist.param(p).shape
             if not has_sf:
-                vb = to_components(g2.variance[p], dist, p)
-                vb = torch.where(torch.isfinite(vb), vb, self.var_b[p].to(vb.dtype))
-                grad[p], var[p] = g2.grad[p], vb.reshape(shape)
+                b, vb = to_components(g2.grad[p], dist, p), to_components(g2.variance[p], dist, p)
+                v = combined_variance(torch.zeros_like(b), b, None, b, vb, self.counts[p], self.previous[p],
+                                      self.var_b[p])
+                grad[p], var[p] = g2.grad[p], v.reshape(shape)
                 continue
             if not has_mvd:
                 grad[p], var[p] = g1.grad[p], g1.variance[p]
@@ -474,25 +628,20 @@ class AutoPlan(Plan):
             served = self.counts[p] > 0
             w = torch.where(served, self.weights_a[p].to(a.dtype), torch.ones_like(a))
             grad[p] = (w * a + (1 - w) * torch.where(served, b, torch.zeros_like(b))).reshape(shape)
-            var[p] = _combined_variance(a, va, b, vb, self.var_b[p].to(vb.dtype), w, served).reshape(shape)
+            v = combined_variance(w, a, va, b, vb, self.counts[p], self.previous[p], self.var_b[p])
+            var[p] = torch.where(served, v, va).reshape(shape)
         value = g1.value if g1 is not None else g2.value
         info = {"decision": dict(self.decision), "pairs": self.counts, "weight_sf": self.weights_a,
                 "first": g1, "second": g2, "plan": self}
         return GradientEstimate(grad, var, value, self.n_evals, values, None, info)
 
 
-def _combined_variance(a: Tensor, va: Tensor, b: Tensor, vb: Tensor, vb_history: Tensor, w: Tensor,
-                       served: Tensor) -> Tensor:
-    """Variance of ``w·a + (1 − w)·b`` for independent unbiased a (score function) and b (MVD), ``[*batch, J]``.
-
-    ``w²·va + (1 − w)²·vb`` where b had two or more pairs (vb from its own pairs). Where it had one pair, b's
-    variance is not in the current samples alone; since ``E (a − b)² = Var a + Var b``,
-    ``(1 − w)²(a − b)² + (2w − 1)·va`` is an unbiased estimate of the combination's variance from the current
-    samples, and non-negative for w ≥ ½ (at the first estimate w = ½ and it is ``(a − b)²/4``). For w < ½
-    (MVD trusted more) b's variance comes from the running per-pair variance of earlier estimates.
-    """
-    own = w * w * va + (1 - w) ** 2 * vb
-    cross = (1 - w) ** 2 * (a - b) ** 2 + (2 * w - 1) * va
-    hist = w * w * va + (1 - w) ** 2 * vb_history
-    single = torch.where((w >= 0.5) | ~torch.isfinite(hist), cross, hist)
-    return torch.where(served, torch.where(torch.isfinite(vb), own, single), va)
+def _marginal_variance(plan: ScoreFunctionPlan, values: Tensor, name: str) -> Tensor:
+    """Variance of one score-function term ``(f − b)·s`` of independent draws, from antithetic pairs: each
+    point is a draw from p_θ, so the terms' sample variance estimates it (the pairs' correlation biases it by
+    O(1/N)). ``[*batch, *components]``."""
+    s = plan.dist.score(plan.points, name)
+    b = compute_baseline(plan.baseline, values, values, plan.pair_of)
+    w = values - b
+    h = w.reshape(*w.shape, *([1] * (s.dim() - w.dim()))) * s
+    return h.var(0)

@@ -32,7 +32,7 @@ from stochgrad.distributions.weak import weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params
 from stochgrad.estimators.measure_valued import MeasureValued
-from stochgrad.estimators.running import ComponentStats, StatsMixin, to_components
+from stochgrad.estimators.running import ComponentStats, StatsMixin, combined_variance, to_components
 from stochgrad.estimators.score_function import ScoreFunction
 
 
@@ -148,6 +148,7 @@ class _HybridPlan(Plan):
         self.points = torch.cat([first.points, second.points.to(first.points.dtype)], 0)
         self._weights_from_history = {n: _running_weight(stats[n]) for n in names}
         self._second_var_from_history = {n: stats[n].second_variance() for n in names}
+        self._previous = {n: stats[n].previous() for n in names}
 
     def _combine(self, values: Tensor) -> GradientEstimate:
         values = values.detach()
@@ -167,8 +168,13 @@ class _HybridPlan(Plan):
                 w = self._weights_from_history[name].gather(-1, idx)
             out, out_var = a.clone(), va.clone()
             out.scatter_(-1, idx, w * a_s + (1 - w) * b_s)
-            vb_rep = torch.where(torch.isfinite(vb_s), vb_s, self._second_var_from_history[name].gather(-1, idx))
-            out_var.scatter_(-1, idx, w * w * va_s + (1 - w) ** 2 * vb_rep)
+            if self.owner.weights == "batch":
+                chosen_var = w * w * va_s + (1 - w) ** 2 * vb_s
+            else:
+                prev = tuple(t.gather(-1, idx) for t in self._previous[name])
+                history = self._second_var_from_history[name].gather(-1, idx)     # of b itself (unit 1)
+                chosen_var = combined_variance(w, a_s, va_s, b_s, vb_s, 1.0, prev, history)
+            out_var.scatter_(-1, idx, chosen_var)
             grad[name] = out.reshape(dist.param(name).shape)
             var[name] = out_var.reshape(dist.param(name).shape)
             weights[name] = w

@@ -17,6 +17,38 @@ def to_components(t: Tensor, dist, name: str) -> Tensor:
     return t.reshape(*dist.batch_shape, dist.n_components(name))
 
 
+def combined_variance(w: Tensor, a: Tensor, va: Tensor | None, b: Tensor, vb: Tensor, m: Tensor | float,
+                      previous: tuple[Tensor, Tensor, Tensor], history: Tensor) -> Tensor:
+    """The variance of ``w·a + (1 − w)·b`` for independent unbiased estimates a (score function, variance
+    ``va`` from its own samples; None: no a, w = 0) and b (from m samples of the second estimator, variance
+    ``vb`` from them, NaN where it had one), elementwise ``[*batch, J]``; w was fixed before a and b were drawn.
+
+    Where b had several samples: ``w²·va + (1 − w)²·vb``. Where it had one, its variance is estimated so that
+    the estimate is unbiased *given w* (a variance taken from the same running statistics as w would be low
+    exactly where w trusts b most):
+
+    - w ≥ ½: ``(1 − w)²(a − b)² + (2w − 1)·va`` (``E (a − b)² = Var a + Var b``; non-negative for w ≥ ½; at
+      the first estimate w = ½ and it is ``(a − b)²/4``);
+    - else, if the previous estimate had this component: b's per-sample variance from the difference to it,
+      ``(b − b_prev)² / (1/m + 1/m_prev)`` (exact at a fixed point, larger when the point moves);
+    - else the running per-sample variance ``history`` (NaN where there is none: no second sample of any kind).
+
+    Args:
+      previous: (b_prev, m_prev, available) from :meth:`ComponentStats.previous`, taken when the plan was made.
+    """
+    m = torch.as_tensor(m, dtype=b.dtype).expand_as(b).clamp_min(1)
+    va0 = torch.zeros_like(b) if va is None else va
+    own = w * w * va0 + (1 - w) ** 2 * vb
+    prev, prev_m, prev_ok = previous
+    succ = (b - prev.to(b.dtype)) ** 2 / (1 / m + 1 / prev_m.to(b.dtype).clamp_min(1))
+    per_sample = torch.where(prev_ok, succ, history.to(b.dtype))
+    later = w * w * va0 + (1 - w) ** 2 * per_sample / m
+    if va is not None:
+        cross = (1 - w) ** 2 * (a - b) ** 2 + (2 * w - 1) * va
+        later = torch.where(w >= 0.5, cross, later)
+    return torch.where(torch.isfinite(vb), own, later)
+
+
 class Ema:
     """Per-component exponential moving average with Adam's bias correction.
 
@@ -84,6 +116,11 @@ class ComponentStats:
     @property
     def shape(self) -> torch.Size:
         return self.first.value.shape
+
+    def previous(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(the second estimator's last estimate per component, the samples behind it, whether it came from
+        the latest estimate folded in), ``[*batch, J]`` each: what :func:`combined_variance` compares with."""
+        return self.last.clone(), self.last_count.clone(), self.last_step == self.step
 
     @property
     def ratio(self) -> Tensor:

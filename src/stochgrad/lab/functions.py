@@ -193,13 +193,13 @@ def _sum_quartic_smoothed(loc, scale):
 
 
 def sum_exp(x: Tensor) -> Tensor:
-    """exp(2 w·x/√D)."""
-    return torch.exp(2 * _weighted_sum(x))
+    """exp(w·x/√D)."""
+    return torch.exp(_weighted_sum(x))
 
 
 def _sum_exp_smoothed(loc, scale):
     m, v = _weighted_sum_moments(loc, scale)
-    return torch.exp(2 * m + 2 * v)
+    return torch.exp(m + v / 2)
 
 
 def sum_cos(x: Tensor) -> Tensor:
@@ -232,12 +232,13 @@ def _sum_logistic_smoothed(loc, scale):
 
 
 def product(x: Tensor) -> Tensor:
-    """Π_i (1 + x_i)²: a product of every coordinate."""
-    return ((1 + x) ** 2).prod(-1)
+    """Π_i (1 + x_i/√D)²: a product of every coordinate (scaled so that its spread does not grow with D)."""
+    return ((1 + x / math.sqrt(x.shape[-1])) ** 2).prod(-1)
 
 
 def _product_smoothed(loc, scale):
-    return ((1 + loc) ** 2 + scale * scale).prod(-1)
+    d = loc.shape[-1]
+    return ((1 + loc / math.sqrt(d)) ** 2 + scale * scale / d).prod(-1)
 
 
 
