@@ -490,7 +490,7 @@ class Auto(StatsMixin, Estimator):
                     c.scatter_(-1, r[..., J[p] // 2: J[p] // 2 + 1], 1)
                 counts[p] = c
             decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                        "predicted_mse": None}
+                        "predicted_mse": None, "pilot": True}
             return n, counts, decision
         for p in mvd_names:
             c = torch.zeros((*dist.batch_shape, J[p]), dtype=torch.long)
@@ -555,8 +555,15 @@ class Auto(StatsMixin, Estimator):
                 fallback = torch.where(st.first.known, 1.0, 0.5).to(w.dtype)
                 w = torch.where(st.first.known & known_b, w, fallback)
                 weights_a[p] = torch.ones_like(w) if decision.get("measure_only") else w
-        sf_plan = (ScoreFunction(n, baseline="loo", antithetic=antithetic).plan(dist, generator, sf_names)
-                   if n >= 2 else None)
+        unit = 2 if antithetic else 1
+        n_half = unit * (n // (2 * unit))
+        if decision.get("pilot") and n_half >= 2 * unit:
+            sf_plan = HalvesPlan(dist, [ScoreFunction(k, baseline="loo", antithetic=antithetic).plan(
+                dist, generator, sf_names) for k in (n_half, n - n_half)])
+        else:
+            decision.pop("pilot", None)
+            sf_plan = (ScoreFunction(n, baseline="loo", antithetic=antithetic).plan(dist, generator, sf_names)
+                       if n >= 2 else None)
         dims = {p: slots(c) for p, c in counts.items()}
         mvd_plan = MeasureValued(1, coupled=True, dims=dims).plan(dist, generator, list(dims)) if dims else None
         return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a, var_b, previous, decision)
@@ -575,7 +582,10 @@ class Auto(StatsMixin, Estimator):
                 if p not in self._anti or self._anti[p].raw.shape != first.shape:
                     self._anti[p] = Ema(first.shape, self.decay, first.dtype)
                 self._anti[p].update(first)
-                first = to_components(_marginal_variance(plan.sf_plan, g1.values, p), dist, p).to(first.dtype)
+                halves = plan.sf_plan.halves if isinstance(plan.sf_plan, HalvesPlan) else [plan.sf_plan]
+                values = g1.values.split([h.n_evals for h in halves], 0)
+                marginal = sum(_marginal_variance(h, v, p) * h.n_evals for h, v in zip(halves, values)) / plan.n_sf
+                first = to_components(marginal, dist, p).to(first.dtype)
             if g2 is None or p not in plan.counts:
                 self._stats[p].update(first, None, None, None)
                 continue
@@ -609,7 +619,7 @@ class AutoPlan(Plan):
         n1 = self.sf_plan.n_evals if self.sf_plan is not None else 0
         g1 = self.sf_plan.combine(values[:n1]) if self.sf_plan is not None else None
         g2 = self.mvd_plan.combine(values[n1:]) if self.mvd_plan is not None else None
-        grad, var = {}, {}
+        grad, var, weights = {}, {}, dict(self.weights_a)
         for p in self.names:
             has_sf = g1 is not None and p in g1.grad
             has_mvd = g2 is not None and p in g2.grad
@@ -625,13 +635,19 @@ class AutoPlan(Plan):
                 continue
             a, va = to_components(g1.grad[p], dist, p), to_components(g1.variance[p], dist, p)
             b, vb = to_components(g2.grad[p], dist, p), to_components(g2.variance[p], dist, p)
+            if isinstance(self.sf_plan, HalvesPlan):
+                halves = [(to_components(h.grad[p], dist, p), to_components(h.variance[p], dist, p), n_h)
+                          for h, n_h in zip(g1.info["halves"], self.sf_plan.sizes)]
+                g, v, w = _cross_fitted(halves, b, vb, self.counts[p] >= 2)
+                grad[p], var[p], weights[p] = g.reshape(shape), v.reshape(shape), w
+                continue
             served = self.counts[p] > 0
             w = torch.where(served, self.weights_a[p].to(a.dtype), torch.ones_like(a))
             grad[p] = (w * a + (1 - w) * torch.where(served, b, torch.zeros_like(b))).reshape(shape)
             v = combined_variance(w, a, va, b, vb, self.counts[p], self.previous[p], self.var_b[p])
             var[p] = torch.where(served, v, va).reshape(shape)
         value = g1.value if g1 is not None else g2.value
-        info = {"decision": dict(self.decision), "pairs": self.counts, "weight_sf": self.weights_a,
+        info = {"decision": dict(self.decision), "pairs": self.counts, "weight_sf": weights,
                 "first": g1, "second": g2, "plan": self}
         return GradientEstimate(grad, var, value, self.n_evals, values, None, info)
 
@@ -645,3 +661,55 @@ def _marginal_variance(plan: ScoreFunctionPlan, values: Tensor, name: str) -> Te
     w = values - b
     h = w.reshape(*w.shape, *([1] * (s.dim() - w.dim()))) * s
     return h.var(0)
+
+
+class HalvesPlan(Plan):
+    """Two independent score-function plans whose estimates are averaged (weighted by their evaluations), for
+    Auto's first estimate; ``info["halves"]`` keeps both estimates."""
+
+    def __init__(self, dist: Family, halves: list[Plan]) -> None:
+        self.dist, self.halves = dist, halves
+        self.sizes = [h.n_evals for h in halves]
+        self.points = torch.cat([h.points for h in halves], 0)
+
+    def _combine(self, values: Tensor) -> GradientEstimate:
+        parts = [h.combine(v) for h, v in zip(self.halves, values.split(self.sizes, 0))]
+        n = sum(self.sizes)
+        share = [k / n for k in self.sizes]
+        grad = {p: sum(s * g.grad[p] for s, g in zip(share, parts)) for p in parts[0].grad}
+        var = {p: sum(s * s * g.variance[p] for s, g in zip(share, parts)) for p in parts[0].grad}
+        value = sum(s * g.value for s, g in zip(share, parts))
+        return GradientEstimate(grad, var, value, self.n_evals, values, None, {"halves": parts})
+
+
+def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tensor,
+                  two: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The first estimate's combination, with data-driven weights that keep it unbiased (cross-fitting).
+
+    The score function ran as two independent halves (a₁, a₂); MVD gave two pairs to some components (b, its
+    own variance vb), none to the others. For a component j with pairs, the weight applied to a₂ and b is
+    computed from half 1 and from the *other* components' pairs only: the MVD/score-function variance ratio
+    ``r = mean_{k≠j} vb_k / Var a_k`` (Var a_k predicted for the other half from this half's samples), and
+    ``w = r/(1 + r)`` (the minimum-variance weight if the ratio were the same for every component); and
+    symmetrically with the halves swapped. The estimate ``½[w₁a₂ + (1 − w₁)b] + ½[w₂a₁ + (1 − w₂)b]`` is
+    unbiased because each weight is independent of what it multiplies. Components without two pairs
+    (``two`` False) get the pooled score function. Returns (estimate, its variance treating the weights as fixed, mean weight
+    on the score function), each ``[*batch, J]``.
+    """
+    (a1, va1, n1), (a2, va2, n2) = halves
+    n = n1 + n2
+    pooled, pooled_var = (n1 * a1 + n2 * a2) / n, (n1 * n1 * va1 + n2 * n2 * va2) / (n * n)
+    two = two & torch.isfinite(vb)
+    out_w = []
+    for va_h, n_h, n_other in ((va1, n1, n2), (va2, n2, n1)):
+        t = torch.where(two, vb / (va_h * n_h / n_other).clamp_min(1e-300), torch.zeros_like(vb))
+        cnt = two.sum(-1, keepdim=True).to(vb.dtype) - two.to(vb.dtype)
+        r = (t.sum(-1, keepdim=True) - t) / cnt.clamp_min(1)
+        w = torch.where(cnt > 0, r / (1 + r), torch.full_like(r, 0.5))
+        out_w.append(w)
+    w1, w2 = out_w
+    est = 0.5 * (w1 * a2 + (1 - w1) * b) + 0.5 * (w2 * a1 + (1 - w2) * b)
+    var = 0.25 * (w1 * w1 * va2 + w2 * w2 * va1) + (1 - 0.5 * (w1 + w2)) ** 2 * vb
+    w_mean = 0.5 * (w1 + w2)
+    return (torch.where(two, est, pooled), torch.where(two, var, pooled_var),
+            torch.where(two, w_mean, torch.ones_like(w_mean)))
