@@ -638,7 +638,7 @@ class AutoPlan(Plan):
             if isinstance(self.sf_plan, HalvesPlan):
                 halves = [(to_components(h.grad[p], dist, p), to_components(h.variance[p], dist, p), n_h)
                           for h, n_h in zip(g1.info["halves"], self.sf_plan.sizes)]
-                g, v, w = _cross_fitted(halves, b, vb, self.counts[p] >= 2)
+                g, v, w = _cross_fitted(halves, b, vb, self.counts[p] >= 1)
                 grad[p], var[p], weights[p] = g.reshape(shape), v.reshape(shape), w
                 continue
             served = self.counts[p] > 0
@@ -699,17 +699,26 @@ def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tenso
     (a1, va1, n1), (a2, va2, n2) = halves
     n = n1 + n2
     pooled, pooled_var = (n1 * a1 + n2 * a2) / n, (n1 * n1 * va1 + n2 * n2 * va2) / (n * n)
-    two = two & torch.isfinite(vb)
+    own = two & torch.isfinite(vb)
     out_w = []
-    for va_h, n_h, n_other in ((va1, n1, n2), (va2, n2, n1)):
-        t = torch.where(two, vb / (va_h * n_h / n_other).clamp_min(1e-300), torch.zeros_like(vb))
-        cnt = two.sum(-1, keepdim=True).to(vb.dtype) - two.to(vb.dtype)
-        r = (t.sum(-1, keepdim=True) - t) / cnt.clamp_min(1)
+    for a_h, va_h, n_h, n_other in ((a1, va1, n1, n2), (a2, va2, n2, n1)):
+        # MVD's variance per component from its own pairs, else from its difference to this half
+        # (E (b − a_h)² = Var b + Var a_h); the other half's variance predicted from this half's samples
+        vb_est = torch.where(own, vb, (b - a_h) ** 2 - va_h)
+        vb_est = torch.where(two, vb_est, torch.zeros_like(vb))
+        va_other = torch.where(two, va_h * n_h / n_other, torch.zeros_like(vb))
+        r = ((vb_est.sum(-1, keepdim=True) - vb_est) / (va_other.sum(-1, keepdim=True) - va_other)
+             .clamp_min(1e-300)).clamp_min(0)
+        cnt = two.sum(-1, keepdim=True) - two.long()
         w = torch.where(cnt > 0, r / (1 + r), torch.full_like(r, 0.5))
         out_w.append(w)
     w1, w2 = out_w
     est = 0.5 * (w1 * a2 + (1 - w1) * b) + 0.5 * (w2 * a1 + (1 - w2) * b)
-    var = 0.25 * (w1 * w1 * va2 + w2 * w2 * va1) + (1 - 0.5 * (w1 + w2)) ** 2 * vb
+    w_mean = 0.5 * (w1 + w2)
+    vb_single = (b - pooled) ** 2 - pooled_var          # one pair: E (b − a)² = Var b + Var a
+    var_b = torch.where(own, vb, vb_single)
+    var = 0.25 * (w1 * w1 * va2 + w2 * w2 * va1) + (1 - w_mean) ** 2 * var_b
+    var = torch.where(own, var, torch.maximum(var, 0.25 * (w1 * w1 * va2 + w2 * w2 * va1)))
     w_mean = 0.5 * (w1 + w2)
     return (torch.where(two, est, pooled), torch.where(two, var, pooled_var),
             torch.where(two, w_mean, torch.ones_like(w_mean)))
