@@ -83,7 +83,10 @@ def calibration(name: str, make: Callable[[], sg.Family], param: str, warmup: in
         return None
     gen = torch.Generator().manual_seed(seed)
     dist = make()
-    fn = (lambda x: scale * f(x)) if name != "pathwise" else (lambda x: scale * f(x))
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return scale * f(x)
+
     for _ in range(warmup):
         est.estimate(fn, dist, generator=gen, params=(param,))
     g = est.estimate(fn, dist, generator=gen, params=(param,))

@@ -1,27 +1,34 @@
 """``Auto``: a budget-aware estimator that splits B evaluations between the score function and per-component
 MVD so as to minimise the predicted mean squared error.
 
-It keeps running (exponentially averaged) per-component estimates of the per-sample variance of the score
-function, ``a_j`` (n samples give ``A_j = a_j / n``), and of one coupled MVD pair, ``b_j``. Giving component j
-``m_j`` MVD pairs and combining the two unbiased estimates with minimum-variance weights has variance
+It keeps running (exponentially averaged) per-component estimates of the score function's variance ×
+evaluations, ``a_j`` (n evaluations give ``A_j = a_j / n``; for independent draws and, on symmetric families,
+for antithetic pairs), and of one coupled MVD pair, ``b_j``. Giving component j ``m_j`` MVD pairs and combining
+the two unbiased estimates with minimum-variance weights has variance
 
     h_j(m_j) = A_j (b_j/m_j) / (A_j + b_j/m_j)           (h_j(0) = A_j: score function alone),
 
 so for a split ``n + 2 Σ_j m_j = B`` the predicted MSE is ``Σ_j h_j(m_j)``. For each candidate n, the best
 allocation of the S = (B − n)/2 pairs is a water-filling problem: ``m_j = max(0, t √b_j − b_j/A_j)`` with t set
-so that the m_j sum to S (with n = 0, pure MVD, it is the Neyman allocation ``m_j ∝ √b_j`` with at least one
-pair each). Auto rounds it to integers, evaluates the predicted MSE for a grid of n, and takes the best n.
-So it spends MVD pairs where they buy the most, many on a component whose MVD estimate is noisy and none
-where the score function is already good, and it uses the score function only where it pays.
+so that the m_j sum to S (with n = 0, pure MVD, it is the Neyman allocation ``m_j ∝ √b_j``). Auto rounds it to
+integers, evaluates the predicted MSE for a grid of n, and takes the best n; a mix must beat the better pure
+choice (n = B or n = 0) by ``MIX_MARGIN``, since its prediction is a minimum over noisy per-component values.
 
-Every decision uses only earlier estimates, so the current estimate is unbiased. The score function uses the
-leave-one-out baseline. The first estimate has no history: if the budget allows it gives every component one
-pair and the rest to the score function (which measures every variance at once), otherwise half and half on
-random components; its weights are ½, ½. A small fraction (``explore``) of the pairs goes to random
-components so that no MVD variance estimate goes stale.
+Every decision uses only earlier estimates (or, at the first estimate, independent parts of it), so every
+estimate is unbiased. What the first estimates do (``_first_split``, ``_measure_mvd``, ``_cross_fitted``):
 
-Parameters without a score function (Uniform's ends) get at least one pair per component; parameters without
-a decomposition (Gamma's concentration) are estimated by the score function alone.
+- If one pair per component leaves the score function at least 2 evaluations (4 for antithetic pairs), the
+  score function gets B − 2J of them, run as two independent halves, and the J pairs go two each to a random
+  half of the components. The halves and the pairs are combined with cross-fitted weights: the weight on half
+  2 and on b_j comes from half 1 and the other components' pairs only, and vice versa.
+- Otherwise the score function gets the whole budget; the next estimate gives ``MEASURE_FRACTION`` of it to
+  MVD pairs on random components, measured but weighed 0.
+- Parameters without a score function (Uniform's ends) get their pairs evenly, at least one per component;
+  parameters without a decomposition (Gamma's concentration) are estimated by the score function alone.
+
+When the score function alone is chosen, ``explore`` of the budget still goes to MVD pairs on random components
+while MVD's best split is predicted within ``EXPLORE_WITHIN`` of it. Plans are values: ``combine`` is pure and
+the running statistics change only in :meth:`Auto.update`.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import find_weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params
+from stochgrad.estimators.baselines import compute_baseline
 from stochgrad.estimators.hybrid import min_variance_weight
 from stochgrad.estimators.measure_valued import MeasureValued
 from stochgrad.estimators.running import ComponentStats, Ema, StatsMixin, combined_variance, to_components
-from stochgrad.estimators.baselines import compute_baseline
 from stochgrad.estimators.score_function import ScoreFunction, ScoreFunctionPlan
 
 F64 = torch.float64
@@ -203,10 +210,12 @@ class Auto(StatsMixin, Estimator):
     Args:
       budget: B, evaluations of f per estimate.
       decay: of the running variance averages.
-      explore: fraction of the MVD pairs given to random components.
+      explore: fraction of the MVD pairs given to random components (and of the budget, when the score
+        function alone is chosen and MVD is predicted within ``EXPLORE_WITHIN`` of it).
 
     Attributes:
-      last_decision: ``{"n_sf": n, "pairs": {param: pairs}, "predicted_mse": …}`` of the latest plan.
+      last_decision: ``{"n_sf": n, "pairs": {param: pairs}, "predicted_mse": …, "antithetic": …}`` of the
+        latest estimate folded in by :meth:`update` (each plan's own is in ``estimate.info["decision"]``).
 
     Example::
 
@@ -401,7 +410,7 @@ class Auto(StatsMixin, Estimator):
             # budget on MVD pairs on random components (stochastic rounding), so that its variances stay
             # measured. Where MVD is predicted far worse, measuring it more is not worth the evaluations.
             u = float(torch.rand((), generator=generator, dtype=F64))
-            e = int(math.floor(self.explore * B / 2 + u))
+            e = math.floor(self.explore * B / 2 + u)
             e = min(e, (B - (4 if antithetic else 2)) // 2)
             if e > 0:
                 n = B - 2 * e
