@@ -356,6 +356,8 @@ class Auto(StatsMixin, Estimator):
             return t.reshape(*t.shape[: t.dim() - len(dist.batch_shape) - 1], n_copies, t.shape[-1])
 
         b_of = {p: self._mvd_variance(stats[p]) for p in mvd_names}                # [*batch, J_p], computed once
+        # a copy without any MVD history yet (NaN) decides as if MVD were as noisy as the score function
+        b_of = {p: torch.where(torch.isfinite(v), v, a[p].clamp_min(1e-300)) for p, v in b_of.items()}
         cost = torch.zeros((G, min(n_copies, DECIDE_COPIES)), dtype=F64)
         for p in names:
             if p not in mvd_names:
@@ -426,19 +428,25 @@ class Auto(StatsMixin, Estimator):
 
     def _measure_mvd(self, dist, sf_names, mvd_names, generator, antithetic):
         """Only the score function's variances known (its first estimates had the whole budget): give
-        ``MEASURE_FRACTION`` of the budget to MVD pairs on random components, to measure MVD's variances; the
-        plan weighs them 0 (they are not used in this estimate, so nothing depends on unknown variances)."""
+        ``MEASURE_FRACTION`` of the budget to MVD pairs, two each on random components (so that MVD's variance
+        is measured from a component's own pairs), to measure MVD's variances; the plan weighs them 0 (they are
+        not used in this estimate, so nothing depends on unknown variances)."""
         B = self.budget
         least = 4 if antithetic else 2
-        e = max(1, int(MEASURE_FRACTION * B / 2))
-        e = min(e, (B - least) // 2)
-        n = B - 2 * e
+        p0 = mvd_names[0]
+        J = dist.n_components(p0)
+        e = min(max(2, int(MEASURE_FRACTION * B / 2)), (B - least) // 2)
+        comps = min(J, e // 2) if e >= 2 else 0
         counts = {}
-        if e > 0:
-            p0 = mvd_names[0]
-            r = torch.rand((*dist.batch_shape, e, dist.n_components(p0)), generator=generator).argmax(-1)
-            c = torch.zeros((*dist.batch_shape, dist.n_components(p0)), dtype=torch.long)
+        if comps > 0:
+            r = torch.rand((*dist.batch_shape, J), generator=generator).argsort(-1)[..., :comps]
+            c = torch.zeros((*dist.batch_shape, J), dtype=torch.long)
+            counts[p0] = c.scatter_(-1, r, 2)
+        elif e > 0:
+            r = torch.rand((*dist.batch_shape, e, J), generator=generator).argmax(-1)
+            c = torch.zeros((*dist.batch_shape, J), dtype=torch.long)
             counts[p0] = c.scatter_add_(-1, r, torch.ones_like(r))
+        n = B - 2 * sum(int(c.sum(-1).flatten()[0]) for c in counts.values())
         decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
                     "predicted_mse": None, "measure_only": True}
         return n, counts, decision
