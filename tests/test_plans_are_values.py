@@ -41,7 +41,8 @@ def _state(est) -> list[torch.Tensor]:
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(x.shape == y.shape and (x.dtype == torch.bool and torch.equal(x, y) or
+                                    torch.allclose(x, y, rtol=0, atol=0, equal_nan=True)) for x, y in zip(a, b))
 
 
 def _warm(est, steps: int = 3) -> torch.Generator:
