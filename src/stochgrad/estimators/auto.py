@@ -286,11 +286,11 @@ class Auto(StatsMixin, Estimator):
     def _mvd_variance(st: ComponentStats) -> Tensor:
         """Running per-pair MVD variance ``[*batch, J]`` (> 0, or NaN for a copy with no MVD history at all).
 
-        A component without an estimate of its own borrows, in this order: the mean over the components
-        that have one of the MVD/score-function variance ratio, times its score-function variance; the pooled
-        ratio from the differences to the score function (if positive: it is a difference of noisy terms and
-        can come out at or below zero, which must not make a component look free); the median of the other
-        components' MVD variances. All of these scale with f², so the decisions are scale-equivariant.
+        A component without an estimate of its own borrows the MVD/score-function variance ratio times its
+        score-function variance: the larger of the mean ratio over the components that have an estimate and the
+        ratio pooled from the differences to the score function (used only if positive: it is a difference of
+        noisy terms and can come out at or below zero, which must not make a component look free); else the
+        mean of the other components' MVD variances. All of these scale with f², so the decisions are scale-equivariant.
 
         A component's own estimate is an average of a few one-degree-of-freedom terms (χ²₁: a tenth of them
         come out below 1/60 of the truth), so it is shrunk towards the borrowed value with the weight of
@@ -304,14 +304,18 @@ class Auto(StatsMixin, Estimator):
         has_a = st.first.known & (a > 0)
         ratio_own = torch.where(own_known & has_a, own / a.clamp_min(1e-300), torch.nan)
         # the mean, not the median: each ratio is a few χ²₁ terms, whose median is less than half their mean
-        median = ratio_own.nanmean(-1, keepdim=True) * a
-        pooled = st.ratio.to(F64) * a
-        median_b = torch.where(own_known, own, torch.nan).nanmean(-1, keepdim=True).expand_as(a)
-        prior = torch.where(torch.isfinite(median) & (median > 0) & has_a, median,
-                            torch.where(torch.isfinite(pooled) & (pooled > 0) & has_a, pooled, median_b))
+        mean_ratio = ratio_own.nanmean(-1, keepdim=True)
+        pooled = st.ratio.to(F64)
+        # of the two ratios the larger: with little evidence MVD is not assumed cheap (a discrete f can give
+        # two identical pairs, i.e. an own variance of 0, for a component whose MVD is far from free)
+        ratio = torch.where(torch.isfinite(mean_ratio) & torch.isfinite(pooled), torch.maximum(mean_ratio, pooled),
+                            torch.where(torch.isfinite(mean_ratio), mean_ratio, pooled))
+        mean_b = torch.where(own_known, own, torch.nan).nanmean(-1, keepdim=True).expand_as(a)
+        prior = torch.where(torch.isfinite(ratio) & (ratio > 0) & has_a, ratio * a, mean_b)
         shrunk = torch.where(torch.isfinite(prior),
                              (k * own + PRIOR_OBSERVATIONS * prior) / (k + PRIOR_OBSERVATIONS), own)
         v = torch.where(own_known, shrunk, prior)
+        v = torch.maximum(v, 1e-9 * a.clamp_min(0))        # keeps the water-filling's counts finite
         return torch.where(torch.isfinite(v), v.clamp_min(1e-300), torch.nan)
 
     def _decide(self, stats: dict[str, ComponentStats], dist: Family, names: tuple[str, ...], sf_names: list[str],
