@@ -432,14 +432,15 @@ class Auto(StatsMixin, Estimator):
 
     def _measure_mvd(self, dist, sf_names, mvd_names, generator, antithetic):
         """Only the score function's variances known (its first estimates had the whole budget): give
-        ``MEASURE_FRACTION`` of the budget to MVD pairs, two each on random components (so that MVD's variance
-        is measured from a component's own pairs), to measure MVD's variances; the plan weighs them 0 (they are
-        not used in this estimate, so nothing depends on unknown variances)."""
+        ``MEASURE_FRACTION`` of the budget (at least one pair) to MVD pairs, two each on random components when
+        there are two or more (so that MVD's variance is measured from a component's own pairs), to measure
+        MVD's variances; the plan weighs them 0 (they are not used in this estimate, so nothing depends on
+        unknown variances)."""
         B = self.budget
         least = 4 if antithetic else 2
         p0 = mvd_names[0]
         J = dist.n_components(p0)
-        e = min(max(2, int(MEASURE_FRACTION * B / 2)), (B - least) // 2)
+        e = min(max(1, int(MEASURE_FRACTION * B / 2)), (B - least) // 2)
         comps = min(J, e // 2) if e >= 2 else 0
         counts = {}
         if comps > 0:
