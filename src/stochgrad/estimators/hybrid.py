@@ -13,7 +13,7 @@ printed in the thesis's blog post swaps the numerator and gives the larger weigh
 
 The choice of components and, with ``weights="running"``, the weights come from exponential averages of the
 variances seen in *earlier* estimates, never from the current samples, so the current estimate is unbiased
-(the first estimate, with no history, chooses at random; the weights, from the variances as they were before the latest estimate, are ½, ½ for the first two). ``weights="batch"`` takes the
+(the first estimate, with no history, chooses at random and weighs ½, ½). ``weights="batch"`` takes the
 variances from the current samples instead: each weight then correlates with the estimates it weighs, which
 biases the combination (measured in docs/benchmarks.md); it needs M ≥ 2 so that the MVD variance can be
 estimated from the current samples at all.
