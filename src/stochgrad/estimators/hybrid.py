@@ -184,13 +184,9 @@ class _HybridPlan(Plan):
 
 
 def _running_weight(stats: ComponentStats) -> Tensor:
-    """Weights from earlier estimates only (½ where there is no history). The second estimator's variance is
-    the one from before the latest estimate was folded in: the reported variance of a one-sample component
-    compares it with that latest estimate, and must not share it with the weight (it would be low exactly
-    where the weight trusts the second estimator most; measured 0.6-0.7 of the truth)."""
-    lagged = stats.lagged
-    w = min_variance_weight(stats.first.value, lagged)
-    return torch.where(stats.first.known & torch.isfinite(lagged), w, torch.full_like(w, 0.5))
+    """Weights from earlier estimates only (½ where there is no history)."""
+    w = min_variance_weight(stats.first.value, stats.second_variance())
+    return torch.where(stats.first.known & stats.second_known, w, torch.full_like(w, 0.5))
 
 
 class CCMVD(_Hybrid):

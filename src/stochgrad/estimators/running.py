@@ -112,8 +112,6 @@ class ComponentStats:
         self.last_count = torch.ones(shape, dtype=dtype)
         self.last_step = torch.full(shape, -2, dtype=torch.long)
         self.step = 0
-        #: :meth:`second_variance` as it was before the latest estimate was folded in (NaN before that).
-        self.lagged = torch.full(shape, float("nan"), dtype=dtype)
 
     @property
     def shape(self) -> torch.Size:
@@ -171,7 +169,6 @@ class ComponentStats:
           first_est_var: the first estimator's variance *of this estimate* (not in the tracked unit).
           unit: multiplies a variance of ``second``'s estimate into the tracked unit (pairs behind it, or 1).
         """
-        self.lagged = self.second_variance()
         self.step += 1
         if first_var is not None:
             self.first.update(first_var)
@@ -202,7 +199,7 @@ class ComponentStats:
     def state_dict(self) -> dict:
         out = {k: getattr(self, k).state_dict() for k in self._EMAS}
         out.update(last=self.last.clone(), last_count=self.last_count.clone(), last_step=self.last_step.clone(),
-                   step=torch.tensor(self.step), lagged=self.lagged.clone())
+                   step=torch.tensor(self.step))
         return out
 
     @classmethod
@@ -212,8 +209,6 @@ class ComponentStats:
             getattr(out, k).load_state_dict(state[k])
         out.last, out.last_count = state["last"].clone(), state["last_count"].clone()
         out.last_step, out.step = state["last_step"].clone(), int(state["step"])
-        if "lagged" in state:
-            out.lagged = state["lagged"].clone()
         return out
 
 
