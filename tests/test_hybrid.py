@@ -59,6 +59,20 @@ def test_auto_is_unbiased_for_every_family(problem, params, budget) -> None:
         assert result.max_abs_z < Z_THRESHOLD, (problem, p, result.mean, exact[p], result.z)
 
 
+@pytest.mark.parametrize("problem", ["normal", "poisson", "bernoulli-probs", "uniform"])
+@pytest.mark.parametrize("budget", [12, 40])
+@pytest.mark.parametrize("warmup", [0, 1])
+def test_auto_is_unbiased_from_a_cold_start(problem, budget, warmup) -> None:
+    """The first estimates (cross-fitted pilot, score function alone, MVD measured unused) are unbiased."""
+    prob = PROBLEMS[problem]
+    params = tuple(prob.params)
+    g = _warm_estimate(sg.Auto(budget), prob, params, warmup=warmup)
+    exact = prob.exact_grad()
+    for p in params:
+        result = z_test(g.grad[p], exact[p])
+        assert result.max_abs_z < Z_THRESHOLD, (problem, p, result.mean, exact[p], result.z)
+
+
 def test_the_z_test_rejects_a_biased_auto() -> None:
     """Batch-sized bias is caught at these repeats: shrink Auto's estimate by 20% and the test fails."""
     prob = PROBLEMS["normal"]

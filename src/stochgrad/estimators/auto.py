@@ -1,27 +1,34 @@
 """``Auto``: a budget-aware estimator that splits B evaluations between the score function and per-component
 MVD so as to minimise the predicted mean squared error.
 
-It keeps running (exponentially averaged) per-component estimates of the per-sample variance of the score
-function, ``a_j`` (n samples give ``A_j = a_j / n``), and of one coupled MVD pair, ``b_j``. Giving component j
-``m_j`` MVD pairs and combining the two unbiased estimates with minimum-variance weights has variance
+It keeps running (exponentially averaged) per-component estimates of the score function's variance ×
+evaluations, ``a_j`` (n evaluations give ``A_j = a_j / n``; for independent draws and, on symmetric families,
+for antithetic pairs), and of one coupled MVD pair, ``b_j``. Giving component j ``m_j`` MVD pairs and combining
+the two unbiased estimates with minimum-variance weights has variance
 
     h_j(m_j) = A_j (b_j/m_j) / (A_j + b_j/m_j)           (h_j(0) = A_j: score function alone),
 
 so for a split ``n + 2 Σ_j m_j = B`` the predicted MSE is ``Σ_j h_j(m_j)``. For each candidate n, the best
 allocation of the S = (B − n)/2 pairs is a water-filling problem: ``m_j = max(0, t √b_j − b_j/A_j)`` with t set
-so that the m_j sum to S (with n = 0, pure MVD, it is the Neyman allocation ``m_j ∝ √b_j`` with at least one
-pair each). Auto rounds it to integers, evaluates the predicted MSE for a grid of n, and takes the best n.
-So it spends MVD pairs where they buy the most, many on a component whose MVD estimate is noisy and none
-where the score function is already good, and it uses the score function only where it pays.
+so that the m_j sum to S (with n = 0, pure MVD, it is the Neyman allocation ``m_j ∝ √b_j``). Auto rounds it to
+integers, evaluates the predicted MSE for a grid of n, and takes the best n; a mix must beat the better pure
+choice (n = B or n = 0) by ``MIX_MARGIN``, since its prediction is a minimum over noisy per-component values.
 
-Every decision uses only earlier estimates, so the current estimate is unbiased. The score function uses the
-leave-one-out baseline. The first estimate has no history: if the budget allows it gives every component one
-pair and the rest to the score function (which measures every variance at once), otherwise half and half on
-random components; its weights are ½, ½. A small fraction (``explore``) of the pairs goes to random
-components so that no MVD variance estimate goes stale.
+Every decision uses only earlier estimates (or, at the first estimate, independent parts of it), so every
+estimate is unbiased. What the first estimates do (``_first_split``, ``_measure_mvd``, ``_cross_fitted``):
 
-Parameters without a score function (Uniform's ends) get at least one pair per component; parameters without
-a decomposition (Gamma's concentration) are estimated by the score function alone.
+- If one pair per component leaves the score function at least 2 evaluations (4 for antithetic pairs), the
+  score function gets B − 2J of them, run as two independent halves, and the J pairs go two each to a random
+  half of the components. The halves and the pairs are combined with cross-fitted weights: the weight on half
+  2 and on b_j comes from half 1 and the other components' pairs only, and vice versa.
+- Otherwise the score function gets the whole budget; the next estimate gives ``MEASURE_FRACTION`` of it to
+  MVD pairs on random components, measured but weighed 0.
+- Parameters without a score function (Uniform's ends) get their pairs evenly, at least one per component;
+  parameters without a decomposition (Gamma's concentration) are estimated by the score function alone.
+
+When the score function alone is chosen, ``explore`` of the budget still goes to MVD pairs on random components
+while MVD's best split is predicted within ``EXPLORE_WITHIN`` of it. Plans are values: ``combine`` is pure and
+the running statistics change only in :meth:`Auto.update`.
 """
 
 from __future__ import annotations
@@ -36,10 +43,11 @@ from stochgrad.distributions.base import Family
 from stochgrad.distributions.weak import find_weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params
-from stochgrad.estimators.hybrid import _flat, min_variance_weight
+from stochgrad.estimators.baselines import compute_baseline
+from stochgrad.estimators.hybrid import min_variance_weight
 from stochgrad.estimators.measure_valued import MeasureValued
-from stochgrad.estimators.running import ComponentStats, StatsMixin
-from stochgrad.estimators.score_function import ScoreFunction
+from stochgrad.estimators.running import ComponentStats, Ema, StatsMixin, combined_variance, to_components
+from stochgrad.estimators.score_function import ScoreFunction, ScoreFunctionPlan
 
 F64 = torch.float64
 #: Copies on which the shared split is chosen (all copies then get their own allocation for it).
@@ -48,6 +56,13 @@ DECIDE_COPIES = 64
 #: behind the prediction are noisy, and the minimum over candidates of noisy predictions is biased low; with
 #: tiny budgets (B = 4D at D = 2) a mix predicted 5% better measured 1.5-2.5x worse than pure MVD.
 MIX_MARGIN = 0.15
+#: Pseudo-observations with which a component's own MVD variance is shrunk towards the one borrowed from the
+#: other components (see ``Auto._mvd_variance``).
+PRIOR_OBSERVATIONS = 4.0
+#: All on the score function, Auto still explores MVD when its best split is predicted within this factor.
+EXPLORE_WITHIN = 1.5
+#: When only the score function's variances are known, this fraction of the budget measures MVD's.
+MEASURE_FRACTION = 0.125
 
 
 def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: int = 14) -> Tensor:
@@ -128,9 +143,9 @@ def water_fill(A: Tensor, b: Tensor, lower: Tensor, total: int | Tensor, iters: 
 def _continuous_t(A: Tensor, b: Tensor, lower: Tensor, total: Tensor) -> Tensor:
     """The t at which Σ_j max(lower_j, t√b_j − b_j/A_j) = total (the continuous water level), ``[*batch]``."""
     sqrt_b = b.sqrt()
-    offset = torch.where(torch.isfinite(A), b / A.clamp_min(1e-300), torch.zeros_like(b))
+    offset = torch.where(torch.isfinite(A), b / A.clamp_min(torch.finfo(A.dtype).tiny), torch.zeros_like(b))
     offset = torch.where(A > 0, offset, torch.full_like(b, math.inf))
-    kink = (lower + offset) / sqrt_b.clamp_min(1e-300)
+    kink = (lower + offset) / sqrt_b.clamp_min(torch.finfo(sqrt_b.dtype).tiny)
     order = kink.argsort(-1)
     k_sorted = kink.gather(-1, order)
     ok = torch.isfinite(k_sorted)
@@ -141,7 +156,7 @@ def _continuous_t(A: Tensor, b: Tensor, lower: Tensor, total: Tensor) -> Tensor:
     active = (at_kink <= total.unsqueeze(-1)).sum(-1, keepdim=True).clamp_min(1)
     B_k = sb.cumsum(-1).gather(-1, active - 1)
     C_k = co.cumsum(-1).gather(-1, active - 1)
-    t = ((total.unsqueeze(-1) - base_total + C_k) / B_k.clamp_min(1e-300)).squeeze(-1)
+    t = ((total.unsqueeze(-1) - base_total + C_k) / B_k.clamp_min(torch.finfo(B_k.dtype).tiny)).squeeze(-1)
     return torch.where(torch.isfinite(t) & (t > 0), t, torch.ones_like(t))
 
 
@@ -195,10 +210,12 @@ class Auto(StatsMixin, Estimator):
     Args:
       budget: B, evaluations of f per estimate.
       decay: of the running variance averages.
-      explore: fraction of the MVD pairs given to random components.
+      explore: fraction of the MVD pairs given to random components (and of the budget, when the score
+        function alone is chosen and MVD is predicted within ``EXPLORE_WITHIN`` of it).
 
     Attributes:
-      last_decision: ``{"n_sf": n, "pairs": {param: pairs}, "predicted_mse": …}`` of the latest plan.
+      last_decision: ``{"n_sf": n, "pairs": {param: pairs}, "predicted_mse": …, "antithetic": …}`` of the
+        latest estimate folded in by :meth:`update` (each plan's own is in ``estimate.info["decision"]``).
 
     Example::
 
@@ -216,11 +233,38 @@ class Auto(StatsMixin, Estimator):
             raise InvalidArgumentError(f"explore: must be in [0, 1]; got {explore}")
         self.budget, self.decay, self.explore = budget, decay, explore
         self._stats: dict[str, ComponentStats] = {}
+        self._anti: dict[str, Ema] = {}
         self.last_decision: dict | None = None
 
     def reset(self) -> None:
         super().reset()
+        self._anti = {}
         self.last_decision = None
+
+    def state_dict(self) -> dict:
+        """Running statistics, for checkpoints (tensors only: loadable with ``weights_only=True``)."""
+        out = super().state_dict()
+        if self._anti:
+            out["antithetic"] = {p: e.state_dict() for p, e in self._anti.items()}
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        anti = state.pop("antithetic", {})
+        super().load_state_dict(state)
+        self._anti = {}
+        for p, e in anti.items():
+            self._anti[p] = Ema(e["raw"].shape, self.decay, e["raw"].dtype)
+            self._anti[p].load_state_dict(e)
+
+    def _antithetic_variance(self, stats: dict[str, ComponentStats], names: Sequence[str]) -> dict[str, Tensor] | None:
+        """Per-evaluation variance of antithetic score-function pairs (variance × evaluations), or None where
+        it is not known for every component of ``names`` (or belongs to other statistics)."""
+        if stats is not self._stats or any(p not in self._anti for p in names):
+            return None
+        if not all(bool(self._anti[p].known.all()) for p in names):
+            return None
+        return {p: self._anti[p].value for p in names}
 
     # -- budget -------------------------------------------------------------------------------------------
     @staticmethod
@@ -238,41 +282,69 @@ class Auto(StatsMixin, Estimator):
         return self.budget
 
     # -- deciding ----------------------------------------------------------------------------------------
-    def _mvd_variance(self, name: str) -> Tensor:
-        """Running per-pair MVD variance ``[*batch, J]`` (> 0). A component without an estimate of its own
-        borrows, in this order: the pooled MVD/score-function ratio times its score-function variance, the
-        median of that ratio over the components that have one, or its score-function variance."""
-        st = self._stats[name]
+    @staticmethod
+    def _mvd_variance(st: ComponentStats) -> Tensor:
+        """Running per-pair MVD variance ``[*batch, J]`` (> 0, or NaN for a copy with no MVD history at all).
+
+        A component without an estimate of its own borrows the MVD/score-function variance ratio times its
+        score-function variance: the larger of the mean ratio over the components that have an estimate and the
+        ratio pooled from the differences to the score function (used only if positive: it is a difference of
+        noisy terms and can come out at or below zero, which must not make a component look free); else the
+        mean of the other components' MVD variances. All of these scale with f², so the decisions are scale-equivariant.
+
+        A component's own estimate is an average of a few one-degree-of-freedom terms (χ²₁: a tenth of them
+        come out below 1/60 of the truth), so it is shrunk towards the borrowed value with the weight of
+        ``PRIOR_OBSERVATIONS`` observations: otherwise the components that look cheapest by chance get the pairs
+        and the weight, and the estimate is worse than either estimator alone."""
         a = st.first.value.to(F64)
         own, own_known = st.second_direct()
         own = own.to(F64)
-        pooled = (st.ratio.to(F64) * a)
-        ratio_own = torch.where(own_known & (a > 0), own / a.clamp_min(1e-300), torch.nan)
-        median = ratio_own.nanmedian(-1, keepdim=True).values * a
-        fallback = torch.where(a > 0, a, torch.ones_like(a))
-        v = torch.where(own_known, own,
-                        torch.where(torch.isfinite(pooled), pooled,
-                                    torch.where(torch.isfinite(median), median, fallback)))
-        return torch.maximum(v, 1e-9 * a.clamp_min(0)).clamp_min(1e-300)
+        cap = 1.0 / max(1e-12, 1.0 - st.first.decay)
+        k = st.second_own.count.to(F64).clamp_max(cap) + st.second_succ.count.to(F64).clamp_max(cap)
+        has_a = st.first.known & (a > 0)
+        ratio_own = torch.where(own_known & has_a, own / a.clamp_min(torch.finfo(a.dtype).tiny), torch.nan)
+        # the mean, not the median: each ratio is a few χ²₁ terms, whose median is less than half their mean
+        mean_ratio = ratio_own.nanmean(-1, keepdim=True)
+        pooled = st.ratio.to(F64)
+        # of the two ratios the larger: with little evidence MVD is not assumed cheap (a discrete f can give
+        # two identical pairs, i.e. an own variance of 0, for a component whose MVD is far from free)
+        ratio = torch.where(torch.isfinite(mean_ratio) & torch.isfinite(pooled), torch.maximum(mean_ratio, pooled),
+                            torch.where(torch.isfinite(mean_ratio), mean_ratio, pooled))
+        mean_b = torch.where(own_known, own, torch.nan).nanmean(-1, keepdim=True).expand_as(a)
+        prior = torch.where(torch.isfinite(ratio) & (ratio > 0) & has_a, ratio * a, mean_b)
+        shrunk = torch.where(torch.isfinite(prior),
+                             (k * own + PRIOR_OBSERVATIONS * prior) / (k + PRIOR_OBSERVATIONS), own)
+        v = torch.where(own_known, shrunk, prior)
+        v = torch.maximum(v, 1e-9 * a.clamp_min(0))        # keeps the water-filling's counts finite
+        return torch.where(torch.isfinite(v), v.clamp_min(torch.finfo(v.dtype).tiny), torch.nan)
 
-    def _decide(self, dist: Family, names: tuple[str, ...], sf_names: list[str], mvd_names: list[str],
-                generator: torch.Generator | None) -> tuple[int, dict[str, Tensor]]:
-        """Evaluate every candidate n at once: one batched water-fill over the components of all parameters."""
+    def _decide(self, stats: dict[str, ComponentStats], dist: Family, names: tuple[str, ...], sf_names: list[str],
+                mvd_names: list[str], generator: torch.Generator | None, antithetic: bool,
+                sf_var: dict[str, Tensor] | None) -> tuple[int, dict[str, Tensor], dict]:
+        """Evaluate every candidate n at once: one batched water-fill over the components of all parameters.
+
+        ``sf_var``: the score function's variance × evaluations per component for the chosen kind of samples
+        (antithetic pairs or independent draws); None: the independent draws' running variance."""
         B = self.budget
-        known = all(bool(self._stats[p].first.known.all()) for p in sf_names) and \
-            all(bool(self._stats[p].second_known.any()) for p in mvd_names)
-        if not known:
-            return self._first_split(dist, names, sf_names, mvd_names, generator)
+        first_known = all(bool(stats[p].first.known.all()) for p in sf_names)
+        second_known = all(bool(stats[p].second_known.any()) for p in mvd_names)
+        forced_any = any(p not in sf_names for p in mvd_names)
+        if not first_known or (not second_known and (forced_any or not sf_names)):
+            return self._first_split(dist, names, sf_names, mvd_names, generator, antithetic)
+        if not second_known:
+            return self._measure_mvd(dist, sf_names, mvd_names, generator, antithetic)
         sizes = [dist.n_components(p) for p in mvd_names]
         pure_ok = set(mvd_names) == set(names) and B // 2 >= sum(sizes)
         forced_pairs = sum(dist.n_components(p) for p in mvd_names if p not in sf_names)
         ns = [n for n in _grid(B) if (n > 0 and sf_names and (B - n) // 2 >= forced_pairs) or (n == 0 and pure_ok)]
+        if antithetic:
+            ns = [n for n in ns if n == 0 or (n % 2 == 0 and n >= 4)]
         if not ns:
-            return self._first_split(dist, names, sf_names, mvd_names, generator)
+            return self._first_split(dist, names, sf_names, mvd_names, generator, antithetic)
         G = len(ns)
         bview = (G, *([1] * (len(dist.batch_shape) + 1)))
         n_t = torch.tensor(ns, dtype=F64).reshape(bview)
-        a = {p: self._stats[p].first.value.to(F64) for p in names}
+        a = {p: (sf_var[p] if sf_var is not None and p in sf_var else stats[p].first.value).to(F64) for p in names}
 
         def A_of(p: str) -> Tensor:                                        # [G, *batch, J_p]
             if p in sf_names:
@@ -287,7 +359,10 @@ class Auto(StatsMixin, Estimator):
         def flat(t: Tensor) -> Tensor:                                     # [G?, *batch, J] -> [G?, copies, J]
             return t.reshape(*t.shape[: t.dim() - len(dist.batch_shape) - 1], n_copies, t.shape[-1])
 
-        b_of = {p: self._mvd_variance(p) for p in mvd_names}                # [*batch, J_p], computed once
+        b_of = {p: self._mvd_variance(stats[p]) for p in mvd_names}                # [*batch, J_p], computed once
+        # a copy without any MVD history yet (NaN) decides as if MVD were as noisy as the score function
+        b_of = {p: torch.where(torch.isfinite(v), v, a[p].clamp_min(torch.finfo(a[p].dtype).tiny))
+                for p, v in b_of.items()}
         cost = torch.zeros((G, min(n_copies, DECIDE_COPIES)), dtype=F64)
         for p in names:
             if p not in mvd_names:
@@ -301,10 +376,16 @@ class Auto(StatsMixin, Estimator):
         mean_cost = cost.mean(-1)
         # Compare candidates by the median over copies of their cost relative to each copy's best, so that a
         # few copies with wildly misestimated variances cannot decide for all.
-        regret = (cost / cost.min(0).values.clamp_min(1e-300)).median(-1).values
+        regret = (cost / cost.min(0).values.clamp_min(torch.finfo(cost.dtype).tiny)).median(-1).values
         i = int(regret.argmin())
-        if ns[0] == 0 and i != 0 and float(regret[i]) > (1 - MIX_MARGIN) * float(regret[0]):
-            i = 0          # a mix must clearly beat pure MVD: its predicted gain is within the estimates' noise
+        # A mix must clearly beat the better pure choice (all on the score function, or all on MVD): its
+        # prediction is the minimum over allocations of noisy per-component variances, biased low; the pure
+        # choices' predictions are sums over all components.
+        pure = [k for k, n in enumerate(ns) if n in (0, B)]
+        if pure and i not in pure:
+            best_pure = min(pure, key=lambda k: float(regret[k]))
+            if float(regret[i]) > (1 - MIX_MARGIN) * float(regret[best_pure]):
+                i = best_pure
         n = ns[i]
         counts: dict[str, Tensor] = {}
         if mvd_names:
@@ -329,11 +410,52 @@ class Auto(StatsMixin, Estimator):
                     lo = torch.isinf(A_i[p]).to(F64)
                     counts[p] = (water_fill(A_i[p], b_of[p], lo, s_p) if s_p > 0
                                  else torch.zeros_like(a[p], dtype=torch.long))
-        if n > 0 and self.explore > 0:     # only where the score function covers a component left without pairs
+        with_mvd = [k for k, m in enumerate(ns) if m < B]
+        close = bool(with_mvd) and min(float(regret[k]) for k in with_mvd) <= EXPLORE_WITHIN * float(regret[i])
+        if n == B and self.explore > 0 and mvd_names and close:
+            # All on the score function, but MVD predicted not far behind: still spend about ``explore`` of the
+            # budget on MVD pairs on random components (stochastic rounding), so that its variances stay
+            # measured. Where MVD is predicted far worse, measuring it more is not worth the evaluations.
+            u = float(torch.rand((), generator=generator, dtype=F64))
+            e = math.floor(self.explore * B / 2 + u)
+            e = min(e, (B - (4 if antithetic else 2)) // 2)
+            if e > 0:
+                n = B - 2 * e
+                p0 = mvd_names[0]
+                r = torch.rand((*dist.batch_shape, e, dist.n_components(p0)), generator=generator).argmax(-1)
+                c = torch.zeros((*dist.batch_shape, dist.n_components(p0)), dtype=torch.long)
+                counts[p0] = c.scatter_add_(-1, r, torch.ones_like(r))
+        elif n > 0 and self.explore > 0:   # only where the score function covers a component left without pairs
             counts = {p: (self._explore({p: c}, generator)[p] if p in sf_names else c) for p, c in counts.items()}
-        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                              "predicted_mse": float(mean_cost[i])}
-        return n, counts
+        decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                    "predicted_mse": float(mean_cost[i])}
+        return n, counts, decision
+
+    def _measure_mvd(self, dist, sf_names, mvd_names, generator, antithetic):
+        """Only the score function's variances known (its first estimates had the whole budget): give
+        ``MEASURE_FRACTION`` of the budget (at least one pair) to MVD pairs, two each on random components when
+        there are two or more (so that MVD's variance is measured from a component's own pairs), to measure
+        MVD's variances; the plan weighs them 0 (they are not used in this estimate, so nothing depends on
+        unknown variances)."""
+        B = self.budget
+        least = 4 if antithetic else 2
+        p0 = mvd_names[0]
+        J = dist.n_components(p0)
+        e = min(max(1, int(MEASURE_FRACTION * B / 2)), (B - least) // 2)
+        comps = min(J, e // 2) if e >= 2 else 0
+        counts = {}
+        if comps > 0:
+            r = torch.rand((*dist.batch_shape, J), generator=generator).argsort(-1)[..., :comps]
+            c = torch.zeros((*dist.batch_shape, J), dtype=torch.long)
+            counts[p0] = c.scatter_(-1, r, 2)
+        elif e > 0:
+            r = torch.rand((*dist.batch_shape, e, J), generator=generator).argmax(-1)
+            c = torch.zeros((*dist.batch_shape, J), dtype=torch.long)
+            counts[p0] = c.scatter_add_(-1, r, torch.ones_like(r))
+        n = B - 2 * sum(int(c.sum(-1).flatten()[0]) for c in counts.values())
+        decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                    "predicted_mse": None, "measure_only": True}
+        return n, counts, decision
 
     def _explore(self, counts: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
         """Move ``explore`` of each parameter's pairs (on average) from the most-served components to random ones."""
@@ -353,21 +475,46 @@ class Auto(StatsMixin, Estimator):
             out[p] = c.scatter_add_(-1, r, torch.ones_like(r))
         return out
 
-    def _first_split(self, dist, names, sf_names, mvd_names, generator):
+    def _first_split(self, dist, names, sf_names, mvd_names, generator, antithetic: bool = False):
+        """The first estimate (no history). If the budget leaves at least 2 (4 with antithetic pairs)
+        evaluations for the score function after one MVD pair per component, it spends those pairs as two
+        each on a random half of the components (so that MVD's variance is measured from its own pairs) and
+        the rest on the score function; otherwise the whole budget goes to the score function, and MVD is
+        measured on the next estimate (:meth:`_measure_mvd`). Parameters without a score function get their
+        pairs evenly (at least one each). :class:`AutoPlan` weighs the two estimates ½, ½ here."""
         B = self.budget
         J = {p: dist.n_components(p) for p in names}
         forced = [p for p in mvd_names if p not in sf_names]
         full = 2 * sum(J[p] for p in mvd_names)
+        least = 4 if antithetic else 2
         if not sf_names:
             n = 0
-        elif B - full >= 2:
-            n = B - full
+        elif B - full >= least:
+            n = B - full          # the pairs go two each to half the components (see below)
+        elif not forced:
+            n = B - B % 2 if antithetic else B    # the score function alone; MVD is measured next
         else:
-            n = max(2, (B - 2 * sum(J[p] for p in forced)) // 2)
+            n = max(least, (B - 2 * sum(J[p] for p in forced)) // 2)
+        if antithetic and n % 2:
+            n += 1 if B - n - 1 >= 2 * sum(J[p] for p in forced) and (B - n - 1) % 2 == 0 else -1
         S = (B - n) // 2
         counts = {}
         free = [p for p in mvd_names if p not in forced]
         left = S - sum(J[p] for p in forced)
+        if sf_names and not forced and S == sum(J[p] for p in mvd_names):
+            # Two pairs each on half the components (random), not one on every component: a component's
+            # MVD variance is then measured from its own pairs (one pair per component leaves only its
+            # difference to the score function, far too noisy where the score function is poor).
+            for p in mvd_names:
+                c = torch.zeros((*dist.batch_shape, J[p]), dtype=torch.long)
+                r = torch.rand((*dist.batch_shape, J[p]), generator=generator).argsort(-1)
+                c.scatter_(-1, r[..., : J[p] // 2], 2)
+                if J[p] % 2:
+                    c.scatter_(-1, r[..., J[p] // 2: J[p] // 2 + 1], 1)
+                counts[p] = c
+            decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                        "predicted_mse": None, "pilot": True}
+            return n, counts, decision
         for p in mvd_names:
             c = torch.zeros((*dist.batch_shape, J[p]), dtype=torch.long)
             if p in forced:
@@ -377,12 +524,16 @@ class Auto(StatsMixin, Estimator):
             pool = free or forced
             per = [left // len(pool) + (1 if i < left % len(pool) else 0) for i in range(len(pool))]
             for p, s_p in zip(pool, per):
-                r = torch.rand((*dist.batch_shape, s_p, J[p]), generator=generator).argmax(-1)
+                if not free:                 # MVD only: spread evenly, so that components get two pairs
+                    counts[p] += s_p // J[p]
+                    s_p %= J[p]
+                r = torch.rand((*dist.batch_shape, J[p]), generator=generator).argsort(-1)[..., :s_p] \
+                    if not free else torch.rand((*dist.batch_shape, s_p, J[p]), generator=generator).argmax(-1)
                 counts[p].scatter_add_(-1, r, torch.ones_like(r))
         counts = {p: c for p, c in counts.items() if int(c.sum(-1).flatten()[0]) > 0}
-        self.last_decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
-                              "predicted_mse": None}
-        return n, counts
+        decision = {"n_sf": n, "pairs": {p: int(c.sum(-1).flatten()[0]) for p, c in counts.items()},
+                    "predicted_mse": None}
+        return n, counts, decision
 
     # -- plan / combine -----------------------------------------------------------------------------------
     def plan(self, dist: Family, generator: torch.Generator | None = None,
@@ -399,29 +550,89 @@ class Auto(StatsMixin, Estimator):
             raise BudgetError(f"budget: Auto needs at least {need} evaluations per estimate for "
                               f"{type(dist).__name__} {list(names)}; got {self.budget}")
         dist = dist.detach()
-        self._ensure_stats(dist, names)
-        n, counts = self._decide(dist, names, sf_names, mvd_names, generator)
+        stats = self.stats_for(dist, names)
+        # Antithetic pairs (x, 2μ − x) measure both their own variance and that of independent draws (from
+        # the marginal terms), so they are the first estimate's and then whichever is predicted lower.
+        antithetic = bool(dist.symmetric and sf_names and self.budget % 2 == 0 and self.budget >= 4)
+        anti_var = self._antithetic_variance(stats, sf_names) if antithetic else None
+        if antithetic and anti_var is not None and all(bool(stats[p].first.known.all()) for p in sf_names):
+            plain = sum(stats[p].first.value.to(F64).sum(-1) for p in sf_names)
+            anti = sum(anti_var[p].to(F64).sum(-1) for p in sf_names)
+            antithetic = bool((anti < plain).to(F64).mean() >= 0.5)
+        n, counts, decision = self._decide(stats, dist, names, sf_names, mvd_names, generator, antithetic,
+                                           anti_var if antithetic else None)
+        antithetic = antithetic and n >= 4 and n % 2 == 0
+        decision["antithetic"] = antithetic
         counts = {p: c for p, c in counts.items() if int(c.sum(-1).flatten()[0]) > 0}
-        weights_a = {}
-        for p in names:
-            st = self._stats[p]
-            if p in counts and p in sf_names and n > 0:
-                A = st.first.value.to(F64) / n
-                B = self._mvd_variance(p) / counts[p].clamp_min(1)
-                w = min_variance_weight(A, B)
-                known = st.first.known & st.second_known
-                weights_a[p] = torch.where(known, w, torch.full_like(w, 0.5))
-        sf_plan = ScoreFunction(n, baseline="loo").plan(dist, generator, sf_names) if n >= 2 else None
+        weights_a, var_b, previous = {}, {}, {}
+        for p in counts:
+            st = stats[p]
+            b = self._mvd_variance(st) / counts[p].clamp_min(1)
+            known_b = st.second_known
+            var_b[p] = torch.where(known_b, self._mvd_variance(st), torch.nan)     # per pair, from history
+            previous[p] = st.previous()
+            if p in sf_names and n > 0:
+                a = anti_var[p] if antithetic and anti_var is not None else st.first.value
+                w = min_variance_weight(a.to(F64) / n, b)
+                # no history at all: ½, ½; the score function's variance known but not MVD's: MVD unused
+                fallback = torch.where(st.first.known, 1.0, 0.5).to(w.dtype)
+                w = torch.where(st.first.known & known_b, w, fallback)
+                weights_a[p] = torch.ones_like(w) if decision.get("measure_only") else w
+        unit = 2 if antithetic else 1
+        n_half = unit * (n // (2 * unit))
+        if decision.get("pilot") and n_half >= 2 * unit:
+            sf_plan = HalvesPlan(dist, [ScoreFunction(k, baseline="loo", antithetic=antithetic).plan(
+                dist, generator, sf_names) for k in (n_half, n - n_half)])
+        else:
+            decision.pop("pilot", None)
+            sf_plan = (ScoreFunction(n, baseline="loo", antithetic=antithetic).plan(dist, generator, sf_names)
+                       if n >= 2 else None)
         dims = {p: slots(c) for p, c in counts.items()}
         mvd_plan = MeasureValued(1, coupled=True, dims=dims).plan(dist, generator, list(dims)) if dims else None
-        return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a)
+        return AutoPlan(self, dist, names, counts, sf_plan, mvd_plan, n, weights_a, var_b, previous, decision)
+
+    def update(self, estimate: GradientEstimate) -> None:
+        """Fold one estimate (of a plan of this estimator) into the running variances; once per estimate."""
+        plan = self.claim(estimate)
+        g1, g2, dist = estimate.info["first"], estimate.info["second"], plan.dist
+        self.last_decision = dict(plan.decision)
+        anti = bool(plan.decision.get("antithetic"))
+        for p in plan.names:
+            has_sf = g1 is not None and p in g1.grad
+            first = to_components(g1.variance[p], dist, p) * plan.n_sf if has_sf else None   # per sample
+            if has_sf and anti:
+                # variance × evaluations of antithetic pairs; independent draws' from the marginal terms
+                if p not in self._anti or self._anti[p].raw.shape != first.shape:
+                    self._anti[p] = Ema(first.shape, self.decay, first.dtype)
+                self._anti[p].update(first)
+                halves = plan.sf_plan.halves if isinstance(plan.sf_plan, HalvesPlan) else [plan.sf_plan]
+                values = g1.values.split([h.n_evals for h in halves], 0)
+                marginal = sum(_marginal_variance(h, v, p) * h.n_evals for h, v in zip(halves, values)) / plan.n_sf
+                first = to_components(marginal, dist, p).to(first.dtype)
+            if g2 is None or p not in plan.counts:
+                self._stats[p].update(first, None, None, None)
+                continue
+            c = plan.counts[p]
+            b = to_components(g2.grad[p], dist, p)
+            vb = to_components(g2.variance[p], dist, p) * c          # per pair (NaN where a component had one pair)
+            if has_sf:
+                self._stats[p].update(first, c > 0, b, vb, first=to_components(g1.grad[p], dist, p),
+                                      first_est_var=to_components(g1.variance[p], dist, p), unit=c)
+            else:
+                self._stats[p].update(None, c > 0, b, vb)
 
 
 class AutoPlan(Plan):
+    """The points of one Auto estimate: the split, the weights and the history-based MVD variances are fixed
+    when the plan is made, so ``combine`` is a pure function of the plan and the values."""
+
     def __init__(self, owner: Auto, dist: Family, names: tuple[str, ...], counts: dict[str, Tensor],
-                 sf_plan: Plan | None, mvd_plan: Plan | None, n_sf: int, weights_a: dict[str, Tensor]) -> None:
+                 sf_plan: Plan | None, mvd_plan: Plan | None, n_sf: int, weights_a: dict[str, Tensor],
+                 var_b: dict[str, Tensor], previous: dict[str, tuple[Tensor, Tensor, Tensor]],
+                 decision: dict) -> None:
         self.owner, self.dist, self.names, self.counts = owner, dist, names, counts
         self.sf_plan, self.mvd_plan, self.n_sf, self.weights_a = sf_plan, mvd_plan, n_sf, weights_a
+        self.var_b, self.previous, self.decision, self.folded = var_b, previous, decision, False
         parts = [p.points for p in (sf_plan, mvd_plan) if p is not None]
         self.points = torch.cat([parts[0]] + [p.to(parts[0].dtype) for p in parts[1:]], 0)
 
@@ -429,45 +640,109 @@ class AutoPlan(Plan):
         values = values.detach()
         dist = self.dist
         n1 = self.sf_plan.n_evals if self.sf_plan is not None else 0
-        g1 = self.sf_plan._combine(values[:n1]) if self.sf_plan is not None else None
-        g2 = self.mvd_plan._combine(values[n1:]) if self.mvd_plan is not None else None
-        grad, var = {}, {}
+        g1 = self.sf_plan.combine(values[:n1]) if self.sf_plan is not None else None
+        g2 = self.mvd_plan.combine(values[n1:]) if self.mvd_plan is not None else None
+        grad, var, weights = {}, {}, dict(self.weights_a)
         for p in self.names:
             has_sf = g1 is not None and p in g1.grad
             has_mvd = g2 is not None and p in g2.grad
+            shape = dist.param(p).shape
             if not has_sf:
-                grad[p], var[p] = g2.grad[p], g2.variance[p]
+                b, vb = to_components(g2.grad[p], dist, p), to_components(g2.variance[p], dist, p)
+                v = combined_variance(torch.zeros_like(b), b, None, b, vb, self.counts[p], self.previous[p],
+                                      self.var_b[p])
+                grad[p], var[p] = g2.grad[p], v.reshape(shape)
                 continue
-            a, va = _flat(g1.grad[p], dist, p), _flat(g1.variance[p], dist, p)
             if not has_mvd:
                 grad[p], var[p] = g1.grad[p], g1.variance[p]
                 continue
-            b, vb = _flat(g2.grad[p], dist, p), _flat(g2.variance[p], dist, p)
+            a, va = to_components(g1.grad[p], dist, p), to_components(g1.variance[p], dist, p)
+            b, vb = to_components(g2.grad[p], dist, p), to_components(g2.variance[p], dist, p)
+            if isinstance(self.sf_plan, HalvesPlan):
+                halves = [(to_components(h.grad[p], dist, p), to_components(h.variance[p], dist, p), n_h)
+                          for h, n_h in zip(g1.info["halves"], self.sf_plan.sizes)]
+                g, v, w = _cross_fitted(halves, b, vb, self.counts[p] >= 1)
+                grad[p], var[p], weights[p] = g.reshape(shape), v.reshape(shape), w
+                continue
             served = self.counts[p] > 0
             w = torch.where(served, self.weights_a[p].to(a.dtype), torch.ones_like(a))
-            vb_rep = torch.where(torch.isfinite(vb), vb,
-                                 (self.owner._mvd_variance(p) / self.counts[p].clamp_min(1)).to(vb.dtype))
-            grad[p] = (w * a + (1 - w) * torch.where(served, b, torch.zeros_like(b))).reshape(dist.param(p).shape)
-            var[p] = (w * w * va + (1 - w) ** 2 * torch.where(served, vb_rep, torch.zeros_like(vb))
-                      ).reshape(dist.param(p).shape)
-        self._update(g1, g2)
+            grad[p] = (w * a + (1 - w) * torch.where(served, b, torch.zeros_like(b))).reshape(shape)
+            v = combined_variance(w, a, va, b, vb, self.counts[p], self.previous[p], self.var_b[p])
+            var[p] = torch.where(served, v, va).reshape(shape)
         value = g1.value if g1 is not None else g2.value
-        info = {"decision": dict(self.owner.last_decision or {}), "pairs": self.counts, "weight_sf": self.weights_a}
+        info = {"decision": dict(self.decision), "pairs": self.counts, "weight_sf": weights,
+                "first": g1, "second": g2, "plan": self}
         return GradientEstimate(grad, var, value, self.n_evals, values, None, info)
 
-    def _update(self, g1: GradientEstimate | None, g2: GradientEstimate | None) -> None:
-        dist = self.dist
-        for p in self.names:
-            has_sf = g1 is not None and p in g1.grad
-            first = _flat(g1.variance[p], dist, p) * self.n_sf if has_sf else None   # per-sample variance
-            if g2 is None or p not in self.counts:
-                self.owner._stats[p].update(first, None, None, None)
-                continue
-            c = self.counts[p]
-            b = _flat(g2.grad[p], dist, p)
-            vb = _flat(g2.variance[p], dist, p) * c          # per pair (NaN where a component had one pair)
-            if has_sf:
-                self.owner._stats[p].update(first, c > 0, b, vb, first=_flat(g1.grad[p], dist, p),
-                                            first_est_var=_flat(g1.variance[p], dist, p), unit=c)
-            else:
-                self.owner._stats[p].update(None, c > 0, b, vb)
+
+def _marginal_variance(plan: ScoreFunctionPlan, values: Tensor, name: str) -> Tensor:
+    """Variance of one score-function term ``(f − b)·s`` of independent draws, from antithetic pairs: each
+    point is a draw from p_θ, so the terms' sample variance estimates it (the pairs' correlation biases it by
+    O(1/N)). ``[*batch, *components]``."""
+    s = plan.dist.score(plan.points, name)
+    b = compute_baseline(plan.baseline, values, values, plan.pair_of)
+    w = values - b
+    h = w.reshape(*w.shape, *([1] * (s.dim() - w.dim()))) * s
+    return h.var(0)
+
+
+class HalvesPlan(Plan):
+    """Two independent score-function plans whose estimates are averaged (weighted by their evaluations), for
+    Auto's first estimate; ``info["halves"]`` keeps both estimates."""
+
+    def __init__(self, dist: Family, halves: list[Plan]) -> None:
+        self.dist, self.halves = dist, halves
+        self.sizes = [h.n_evals for h in halves]
+        self.points = torch.cat([h.points for h in halves], 0)
+
+    def _combine(self, values: Tensor) -> GradientEstimate:
+        parts = [h.combine(v) for h, v in zip(self.halves, values.split(self.sizes, 0))]
+        n = sum(self.sizes)
+        share = [k / n for k in self.sizes]
+        grad = {p: sum(s * g.grad[p] for s, g in zip(share, parts)) for p in parts[0].grad}
+        var = {p: sum(s * s * g.variance[p] for s, g in zip(share, parts)) for p in parts[0].grad}
+        value = sum(s * g.value for s, g in zip(share, parts))
+        return GradientEstimate(grad, var, value, self.n_evals, values, None, {"halves": parts})
+
+
+def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tensor,
+                  two: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The first estimate's combination, with data-driven weights that keep it unbiased (cross-fitting).
+
+    The score function ran as two independent halves (a₁, a₂); MVD gave two pairs to some components (b, its
+    own variance vb), none to the others. For a component j with pairs, the weight applied to a₂ and b is
+    computed from half 1 and from the *other* components' pairs only: the MVD/score-function variance ratio
+    ``r = mean_{k≠j} vb_k / Var a_k`` (Var a_k predicted for the other half from this half's samples), and
+    ``w = r/(1 + r)`` (the minimum-variance weight if the ratio were the same for every component); and
+    symmetrically with the halves swapped. The estimate ``½[w₁a₂ + (1 − w₁)b] + ½[w₂a₁ + (1 − w₂)b]`` is
+    unbiased because each weight is independent of what it multiplies. Components without two pairs
+    (``two`` False) get the pooled score function. Returns (estimate, its variance treating the weights as fixed, mean weight
+    on the score function), each ``[*batch, J]``.
+    """
+    (a1, va1, n1), (a2, va2, n2) = halves
+    n = n1 + n2
+    pooled, pooled_var = (n1 * a1 + n2 * a2) / n, (n1 * n1 * va1 + n2 * n2 * va2) / (n * n)
+    own = two & torch.isfinite(vb)
+    out_w = []
+    for a_h, va_h, n_h, n_other in ((a1, va1, n1, n2), (a2, va2, n2, n1)):
+        # MVD's variance per component from its own pairs, else from its difference to this half
+        # (E (b − a_h)² = Var b + Var a_h); the other half's variance predicted from this half's samples
+        vb_est = torch.where(own, vb, (b - a_h) ** 2 - va_h)
+        vb_est = torch.where(two, vb_est, torch.zeros_like(vb))
+        va_other = torch.where(two, va_h * n_h / n_other, torch.zeros_like(vb))
+        tiny = torch.finfo(vb.dtype).tiny                 # 1e-300 would be 0 in float32: 0/0 on a flat f
+        r = ((vb_est.sum(-1, keepdim=True) - vb_est) / (va_other.sum(-1, keepdim=True) - va_other)
+             .clamp_min(tiny)).clamp_min(0)
+        cnt = two.sum(-1, keepdim=True) - two.long()
+        w = torch.where(cnt > 0, 1 - 1 / (1 + r), torch.full_like(r, 0.5))     # r/(1 + r), also for r = inf
+        out_w.append(w)
+    w1, w2 = out_w
+    est = 0.5 * (w1 * a2 + (1 - w1) * b) + 0.5 * (w2 * a1 + (1 - w2) * b)
+    w_mean = 0.5 * (w1 + w2)
+    vb_single = (b - pooled) ** 2 - pooled_var          # one pair: E (b − a)² = Var b + Var a
+    var_b = torch.where(own, vb, vb_single)
+    var = 0.25 * (w1 * w1 * va2 + w2 * w2 * va1) + (1 - w_mean) ** 2 * var_b
+    var = torch.where(own, var, torch.maximum(var, 0.25 * (w1 * w1 * va2 + w2 * w2 * va1)))
+    w_mean = 0.5 * (w1 + w2)
+    return (torch.where(two, est, pooled), torch.where(two, var, pooled_var),
+            torch.where(two, w_mean, torch.ones_like(w_mean)))

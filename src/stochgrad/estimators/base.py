@@ -144,7 +144,19 @@ class Estimator(ABC):
             values = f(plan.points)
         else:
             values = evaluate_in_chunks(f, plan.points, plan.dist.batch_shape)
-        return plan.combine(values)
+        g = plan.combine(values)
+        self.update(g)
+        return g
+
+    def update(self, estimate: GradientEstimate) -> None:
+        """Fold one estimate of this estimator into its running statistics: the one step that changes an
+        estimator's state (a no-op for estimators without running statistics).
+
+        ``plan.combine(values)`` is a pure function of the plan and the values; stateful estimators (CCMVD,
+        CCSF, Auto) learn only here. :meth:`estimate` calls it once per estimate; ask/tell users call it after
+        ``combine`` (``SearchGradient.tell`` does). Calling it twice for one plan raises
+        :class:`~stochgrad.errors.InvalidArgumentError`.
+        """
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -8,6 +8,7 @@ implementations do, and our tests measure exactly that bias.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from stochgrad.errors import InvalidArgumentError
@@ -56,4 +57,4 @@ def compute_baseline(baseline: str | None, values: Tensor, score: Tensor, pair_o
     own_fs2 = v * s2 if pair_of is None else v * s2 + (v * s2)[pair_of]
     num = (v * s2).sum(0, keepdim=True) - own_fs2
     den = s2.sum(0, keepdim=True) - own_s2
-    return num / den.clamp_min(1e-300)
+    return num / den.clamp_min(torch.finfo(den.dtype).tiny)

@@ -32,7 +32,7 @@ from stochgrad.distributions.weak import weak_derivative
 from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
 from stochgrad.estimators.base import Estimator, GradientEstimate, Plan, resolve_params
 from stochgrad.estimators.measure_valued import MeasureValued
-from stochgrad.estimators.running import ComponentStats, StatsMixin
+from stochgrad.estimators.running import ComponentStats, StatsMixin, combined_variance, to_components
 from stochgrad.estimators.score_function import ScoreFunction
 
 
@@ -45,11 +45,6 @@ def min_variance_weight(var_a: Tensor, var_b: Tensor, cov: Tensor | float = 0.0)
     w = (var_b - cov) / den
     w = torch.where(torch.isfinite(w) & (den > 0), w, torch.full_like(w, 0.5))
     return w.clamp(0.0, 1.0)
-
-
-def _flat(t: Tensor, dist: Family, name: str) -> Tensor:
-    """``[*batch, *component_shape] -> [*batch, J]``."""
-    return t.reshape(*dist.batch_shape, dist.n_components(name))
 
 
 def _choose(score: Tensor | None, k: int, batch: torch.Size, n: int, generator: torch.Generator | None) -> Tensor:
@@ -123,44 +118,53 @@ class _Hybrid(StatsMixin, Estimator):
                 f"variances, which {dist.dtype} cannot hold); got {type(dist).__name__} with {dist.dtype} "
                 "parameters. Build the distribution from float32 tensors")
         dist = dist.detach()
-        self._ensure_stats(dist, names)
+        stats = self.stats_for(dist, names)
         comps = {}
         for name in names:
-            v_sf = self._stats[name].first
+            v_sf = stats[name].first
             score = v_sf.value if self.select == "variance" and bool(v_sf.known.all()) else None
             comps[name] = _choose(score, self.k, dist.batch_shape, dist.n_components(name), generator)
         first = self._sf(dist, self.n_samples).plan(dist, generator, names)
         second = self._second(dist, comps).plan(dist, generator, names)
-        return _HybridPlan(self, dist, names, comps, first, second)
+        return _HybridPlan(self, stats, dist, names, comps, first, second)
 
     def _check_second(self, dist: Family, names: tuple[str, ...]) -> None:
         pass
 
+    def update(self, estimate: GradientEstimate) -> None:
+        """Fold one estimate (of a plan of this estimator) into the running variances; once per estimate."""
+        plan = self.claim(estimate)
+        g1, g2, dist = estimate.info["first"], estimate.info["second"], plan.dist
+        for name in plan.names:
+            a, va = to_components(g1.grad[name], dist, name), to_components(g1.variance[name], dist, name)
+            b, vb = to_components(g2.grad[name], dist, name), to_components(g2.variance[name], dist, name)
+            chosen = torch.zeros_like(va, dtype=torch.bool).scatter_(-1, plan.comps[name], True)
+            self._stats[name].update(va, chosen, b, vb, first=a, first_est_var=va)
+
 
 class _HybridPlan(Plan):
-    def __init__(self, owner: _Hybrid, dist: Family, names: tuple[str, ...], comps: dict[str, Tensor],
-                 first: Plan, second: Plan) -> None:
-        self.owner, self.dist, self.names, self.comps, self.first, self.second = owner, dist, names, comps, first, second
-        self.points = torch.cat([first.points, second.points.to(first.points.dtype)], 0)
-        self._weights_from_history = {n: self._running_weight(n) for n in names}
-        self._second_var_from_history = {n: owner._stats[n].second_variance() for n in names}
+    """The points of a CCMVD/CCSF estimate; everything it reads from the running statistics is taken when the
+    plan is made, so ``combine`` is a pure function of the plan and the values."""
 
-    def _running_weight(self, name: str) -> Tensor:
-        """Weights from earlier estimates only (½ where there is no history)."""
-        stats = self.owner._stats[name]
-        w = min_variance_weight(stats.first.value, stats.second_variance())
-        return torch.where(stats.first.known & stats.second_known, w, torch.full_like(w, 0.5))
+    def __init__(self, owner: _Hybrid, stats: dict[str, ComponentStats], dist: Family, names: tuple[str, ...],
+                 comps: dict[str, Tensor], first: Plan, second: Plan) -> None:
+        self.owner, self.dist, self.names, self.comps, self.first, self.second = owner, dist, names, comps, first, second
+        self.folded = False
+        self.points = torch.cat([first.points, second.points.to(first.points.dtype)], 0)
+        self._weights_from_history = {n: _running_weight(stats[n]) for n in names}
+        self._second_var_from_history = {n: stats[n].second_variance() for n in names}
+        self._previous = {n: stats[n].previous() for n in names}
 
     def _combine(self, values: Tensor) -> GradientEstimate:
         values = values.detach()
         n1 = self.first.n_evals
-        g1 = self.first._combine(values[:n1])
-        g2 = self.second._combine(values[n1:])
+        g1 = self.first.combine(values[:n1])
+        g2 = self.second.combine(values[n1:])
         dist = self.dist
         grad, var, weights = {}, {}, {}
         for name in self.names:
-            a, va = _flat(g1.grad[name], dist, name), _flat(g1.variance[name], dist, name)
-            b, vb = _flat(g2.grad[name], dist, name), _flat(g2.variance[name], dist, name)
+            a, va = to_components(g1.grad[name], dist, name), to_components(g1.variance[name], dist, name)
+            b, vb = to_components(g2.grad[name], dist, name), to_components(g2.variance[name], dist, name)
             idx = self.comps[name]
             a_s, va_s, b_s, vb_s = (t.gather(-1, idx) for t in (a, va, b, vb))
             if self.owner.weights == "batch":
@@ -169,16 +173,25 @@ class _HybridPlan(Plan):
                 w = self._weights_from_history[name].gather(-1, idx)
             out, out_var = a.clone(), va.clone()
             out.scatter_(-1, idx, w * a_s + (1 - w) * b_s)
-            vb_rep = torch.where(torch.isfinite(vb_s), vb_s, self._second_var_from_history[name].gather(-1, idx))
-            out_var.scatter_(-1, idx, w * w * va_s + (1 - w) ** 2 * vb_rep)
+            if self.owner.weights == "batch":
+                chosen_var = w * w * va_s + (1 - w) ** 2 * vb_s
+            else:
+                prev = tuple(t.gather(-1, idx) for t in self._previous[name])
+                history = self._second_var_from_history[name].gather(-1, idx)     # of b itself (unit 1)
+                chosen_var = combined_variance(w, a_s, va_s, b_s, vb_s, 1.0, prev, history)
+            out_var.scatter_(-1, idx, chosen_var)
             grad[name] = out.reshape(dist.param(name).shape)
             var[name] = out_var.reshape(dist.param(name).shape)
             weights[name] = w
-            chosen = torch.zeros_like(va, dtype=torch.bool).scatter_(-1, idx, True)
-            self.owner._stats[name].update(va, chosen, b, vb, first=a, first_est_var=va)
         value = g1.value
-        info = {"components": self.comps, "weight_sf": weights, "first": g1, "second": g2}
+        info = {"components": self.comps, "weight_sf": weights, "first": g1, "second": g2, "plan": self}
         return GradientEstimate(grad, var, value, self.n_evals, values, None, info)
+
+
+def _running_weight(stats: ComponentStats) -> Tensor:
+    """Weights from earlier estimates only (½ where there is no history)."""
+    w = min_variance_weight(stats.first.value, stats.second_variance())
+    return torch.where(stats.first.known & stats.second_known, w, torch.full_like(w, 0.5))
 
 
 class CCMVD(_Hybrid):

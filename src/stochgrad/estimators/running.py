@@ -9,6 +9,45 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stochgrad.errors import InvalidArgumentError
+
+
+def to_components(t: Tensor, dist, name: str) -> Tensor:
+    """``[*batch, *component_shape] -> [*batch, J]``: one parameter's components, flat."""
+    return t.reshape(*dist.batch_shape, dist.n_components(name))
+
+
+def combined_variance(w: Tensor, a: Tensor, va: Tensor | None, b: Tensor, vb: Tensor, m: Tensor | float,
+                      previous: tuple[Tensor, Tensor, Tensor], history: Tensor) -> Tensor:
+    """The variance of ``w·a + (1 − w)·b`` for independent unbiased estimates a (score function, variance
+    ``va`` from its own samples; None: no a, w = 0) and b (from m samples of the second estimator, variance
+    ``vb`` from them, NaN where it had one), elementwise ``[*batch, J]``; w was fixed before a and b were drawn.
+
+    Where b had several samples: ``w²·va + (1 − w)²·vb``. Where it had one, its variance is estimated so that
+    the estimate is unbiased *given w* (a variance taken from the same running statistics as w would be low
+    exactly where w trusts b most):
+
+    - w ≥ ½: ``(1 − w)²(a − b)² + (2w − 1)·va`` (``E (a − b)² = Var a + Var b``; non-negative for w ≥ ½; at
+      the first estimate w = ½ and it is ``(a − b)²/4``);
+    - else, if the previous estimate had this component: b's per-sample variance from the difference to it,
+      ``(b − b_prev)² / (1/m + 1/m_prev)`` (exact at a fixed point, larger when the point moves);
+    - else the running per-sample variance ``history`` (NaN where there is none: no second sample of any kind).
+
+    Args:
+      previous: (b_prev, m_prev, available) from :meth:`ComponentStats.previous`, taken when the plan was made.
+    """
+    m = torch.as_tensor(m, dtype=b.dtype).expand_as(b).clamp_min(1)
+    va0 = torch.zeros_like(b) if va is None else va
+    own = w * w * va0 + (1 - w) ** 2 * vb
+    prev, prev_m, prev_ok = previous
+    succ = (b - prev.to(b.dtype)) ** 2 / (1 / m + 1 / prev_m.to(b.dtype).clamp_min(1))
+    per_sample = torch.where(prev_ok, succ, history.to(b.dtype))
+    later = w * w * va0 + (1 - w) ** 2 * per_sample / m
+    if va is not None:
+        cross = (1 - w) ** 2 * (a - b) ** 2 + (2 * w - 1) * va
+        later = torch.where(w >= 0.5, cross, later)
+    return torch.where(torch.isfinite(vb), own, later)
+
 
 class Ema:
     """Per-component exponential moving average with Adam's bias correction.
@@ -35,7 +74,8 @@ class Ema:
     def value(self) -> Tensor:
         """The bias-corrected average, ``shape`` (0 where nothing was observed)."""
         norm = 1 - torch.pow(torch.as_tensor(self.decay, dtype=self.raw.dtype), self.count.to(self.raw.dtype))
-        return torch.where(self.count > 0, self.raw / norm.clamp_min(1e-300), torch.zeros_like(self.raw))
+        return torch.where(self.count > 0, self.raw / norm.clamp_min(torch.finfo(norm.dtype).tiny),
+                           torch.zeros_like(self.raw))
 
     @property
     def known(self) -> Tensor:
@@ -78,10 +118,15 @@ class ComponentStats:
     def shape(self) -> torch.Size:
         return self.first.value.shape
 
+    def previous(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(the second estimator's last estimate per component, the samples behind it, whether it came from
+        the latest estimate folded in), ``[*batch, J]`` each: what :func:`combined_variance` compares with."""
+        return self.last.clone(), self.last_count.clone(), self.last_step == self.step
+
     @property
     def ratio(self) -> Tensor:
         """Pooled σ²_second / σ²_first per copy, ``[*batch, 1]`` (NaN before any observation)."""
-        r = self.ratio_num.value / self.ratio_den.value.clamp_min(1e-300)
+        r = self.ratio_num.value / self.ratio_den.value.clamp_min(torch.finfo(self.ratio_den.value.dtype).tiny)
         r = torch.where(self.ratio_num.known & (self.ratio_den.value > 0), r, torch.nan)
         return r.clamp_min(0).unsqueeze(-1)
 
@@ -102,7 +147,8 @@ class ComponentStats:
         w_own = self.second_own.count.to(self.first.raw.dtype).clamp_max(cap)
         w_succ = self.second_succ.count.to(self.first.raw.dtype).clamp_max(cap)
         total = w_own + w_succ
-        value = (w_own * self.second_own.value + w_succ * self.second_succ.value) / total.clamp_min(1e-300)
+        value = ((w_own * self.second_own.value + w_succ * self.second_succ.value)
+                 / total.clamp_min(torch.finfo(total.dtype).tiny))
         return value, total > 0
 
     def second_variance(self) -> Tensor:
@@ -185,8 +231,26 @@ class StatsMixin:
     def load_state_dict(self, state: dict) -> None:
         self._stats = {name: ComponentStats.from_state_dict(s, self.decay) for name, s in state.items()}
 
-    def _ensure_stats(self, dist, names: tuple[str, ...]) -> None:
-        """(Re)start the statistics when the parameters or their shapes change."""
+    def stats_for(self, dist, names: tuple[str, ...]) -> dict[str, ComponentStats]:
+        """The running statistics of these parameters, read-only for a plan: the stored ones when they match
+        the parameters and shapes, else fresh ones (not stored: only :meth:`update` changes the estimator)."""
         want = {n: torch.Size((*dist.batch_shape, dist.n_components(n))) for n in names}
         if set(self._stats) != set(names) or any(self._stats[n].shape != want[n] for n in names):
-            self._stats = {n: ComponentStats(want[n], self.decay, dist.dtype) for n in names}
+            return {n: ComponentStats(want[n], self.decay, dist.dtype) for n in names}
+        return self._stats
+
+    def claim(self, estimate) -> object:
+        """The plan behind ``estimate``, checked to be this estimator's and not folded in yet, then marked as
+        folded in; the statistics are (re)started if the plan's parameters or shapes differ from theirs."""
+        plan = estimate.info.get("plan") if isinstance(estimate.info, dict) else None
+        if plan is None or getattr(plan, "owner", None) is not self:
+            raise InvalidArgumentError(f"estimate: {type(self).__name__}.update needs an estimate this estimator "
+                                       "planned (from its plan's combine or its estimate); got another one")
+        if plan.folded:
+            raise InvalidArgumentError(f"estimate: this {type(self).__name__} plan was already folded in by "
+                                       "update(); each estimate updates the running statistics once")
+        plan.folded = True
+        stats = self.stats_for(plan.dist, plan.names)
+        if stats is not self._stats:
+            self._stats = stats
+        return plan

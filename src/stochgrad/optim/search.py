@@ -201,6 +201,7 @@ class SearchGradient:
             raise DivergenceError(f"tell: the step made the search distribution's loc or scale infinite (gradient "
                                   f"norm {float(g_loc.norm()):.3g}){shaping}, or use a smaller lr; the optimiser "
                                   "is left as it was before this tell")
+        self.estimator.update(g)          # the estimator's one explicit state step (running statistics)
         with torch.no_grad():
             if not self.learn_scale and self.sigma_decay < 1:
                 self.log_scale.add_(math.log(self.sigma_decay))
