@@ -1,0 +1,20 @@
+"""Evolution strategies in parameter space for causal LMs: seeded noise, the antithetic estimate, a train step.
+
+- :mod:`~stochgrad.rlhf.es.noise`: a member is a seed; noise per tensor from (seed, tensor index);
+- :mod:`~stochgrad.rlhf.es.update`: :class:`EsConfig`, fitness shaping, the gradient written into ``.grad``;
+
+See docs/rlhf.md, "Evolution strategies in parameter space".
+"""
+
+from stochgrad.rlhf.es.noise import SeededNoise, splitmix64, tensor_seed
+from stochgrad.rlhf.es.update import (
+    SHAPINGS,
+    EsConfig,
+    pair_weights,
+    perturbed,
+    shape_fitness,
+    write_gradient,
+)
+
+__all__ = ["SHAPINGS", "EsConfig", "SeededNoise", "pair_weights", "perturbed",
+           "shape_fitness", "splitmix64", "tensor_seed", "write_gradient"]
