@@ -2,11 +2,14 @@
 
 - :mod:`~stochgrad.rlhf.es.noise`: a member is a seed; noise per tensor from (seed, tensor index);
 - :mod:`~stochgrad.rlhf.es.update`: :class:`EsConfig`, fitness shaping, the gradient written into ``.grad``;
+- :mod:`~stochgrad.rlhf.es.step`: one population on a :class:`~stochgrad.rlhf.policy.Policy`, evaluated
+  without touching its weights.
 
 See docs/rlhf.md, "Evolution strategies in parameter space".
 """
 
 from stochgrad.rlhf.es.noise import SeededNoise, splitmix64, tensor_seed
+from stochgrad.rlhf.es.step import EsStep, es_step
 from stochgrad.rlhf.es.update import (
     SHAPINGS,
     EsConfig,
@@ -16,5 +19,5 @@ from stochgrad.rlhf.es.update import (
     write_gradient,
 )
 
-__all__ = ["SHAPINGS", "EsConfig", "SeededNoise", "pair_weights", "perturbed",
+__all__ = ["SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_step", "pair_weights", "perturbed",
            "shape_fitness", "splitmix64", "tensor_seed", "write_gradient"]
