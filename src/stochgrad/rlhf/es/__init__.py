@@ -9,7 +9,7 @@ See docs/rlhf.md, "Evolution strategies in parameter space".
 """
 
 from stochgrad.rlhf.es.noise import SeededNoise, splitmix64, tensor_seed
-from stochgrad.rlhf.es.step import EsStep, es_step
+from stochgrad.rlhf.es.step import EsStep, es_step, make_noise, trainable
 from stochgrad.rlhf.es.update import (
     SHAPINGS,
     EsConfig,
@@ -19,5 +19,5 @@ from stochgrad.rlhf.es.update import (
     write_gradient,
 )
 
-__all__ = ["SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_step", "pair_weights", "perturbed",
-           "shape_fitness", "splitmix64", "tensor_seed", "write_gradient"]
+__all__ = ["SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_step", "make_noise", "pair_weights", "perturbed",
+           "shape_fitness", "splitmix64", "tensor_seed", "trainable", "write_gradient"]
