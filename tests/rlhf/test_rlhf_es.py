@@ -160,3 +160,23 @@ def test_bad_es_input_is_refused_before_anything_is_written(tmp_path, tiny_model
                  "--out", str(out)]) == 2
     assert "population: need an even number >= 2" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_variance_command_measures_es_next_to_rloo(tmp_path, tiny_model_dir, capsys) -> None:
+    out = tmp_path / "var"
+    args = ["rlhf", "variance", "--model", str(tiny_model_dir), "--estimators", "rloo,es,es-lowrank",
+            "--population", "4", "--sigma", "0.01", "--completions", "8", "--repeats", "3", "--max-new-tokens", "6",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    stats = json.loads((out / "variance.json").read_text())
+    assert [s["name"] for s in stats] == ["rloo", "es", "es-lowrank"]
+    assert all(s["completions"] == 8 and s["repeats"] == 3 for s in stats)
+    assert all(s["trace_variance"] > 0 for s in stats)
+    assert "es-lowrank" in printed
+    with pytest.raises(BudgetError, match="completions: 10 sampled completions per estimate is not a multiple of "
+                                          "population=4"):
+        from stochgrad.rlhf.variance import VarianceConfig, run_variance
+        run_variance(VarianceConfig(model=str(tiny_model_dir), estimators=["es"], population=4, completions=10),
+                     tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()

@@ -49,15 +49,12 @@ from stochgrad.rlhf.estimators import (
     estimator_config,
 )
 from stochgrad.rlhf.es.step import es_step, make_noise
-from stochgrad.rlhf.es.update import SHAPINGS, EsConfig
+from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config
 from stochgrad.rlhf.kl import KL_ESTIMATORS
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
 from stochgrad.runs import Command, option, run
 from stochgrad.runs.files import append_jsonl, atomic_write_text, new_figure, read_jsonl, save_figure
-
-#: The parameter-space estimators of ``--estimator`` (see :mod:`stochgrad.rlhf.es`).
-ES_ESTIMATORS: tuple[str, ...] = ("es", "es-lowrank")
 
 
 @dataclass
@@ -117,14 +114,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 raise InvalidArgumentError(f"{name}: an option of the action-space estimators; --estimator "
                                            f"{self.estimator} does not use it (leave it out)")
-        if self.estimator == "es" and self.rank is not None:
-            raise InvalidArgumentError(f"rank: --estimator es uses full-rank noise; got rank={self.rank!r} "
-                                       "(use --estimator es-lowrank --rank R)")
-        rank = 0 if self.estimator == "es" else (1 if self.rank is None else self.rank)
-        if self.estimator == "es-lowrank" and not (isinstance(rank, int) and rank >= 1):
-            raise InvalidArgumentError(f"rank: es-lowrank needs a rank >= 1; got {self.rank!r}")
-        return EsConfig(population=self.population, sigma=self.sigma, rank=rank, shaping=self.es_shaping,
-                        beta=0.0 if self.beta is None else self.beta).validate()
+        return es_config(self.estimator, self.population, self.sigma, self.rank, self.es_shaping, self.beta)
 
     def describe(self) -> str:
         """The estimator's choices in one line."""

@@ -11,13 +11,15 @@ See docs/rlhf.md, "Evolution strategies in parameter space".
 from stochgrad.rlhf.es.noise import SeededNoise, splitmix64, tensor_seed
 from stochgrad.rlhf.es.step import EsStep, es_step, make_noise, trainable
 from stochgrad.rlhf.es.update import (
+    ES_ESTIMATORS,
     SHAPINGS,
     EsConfig,
+    es_config,
     pair_weights,
     perturbed,
     shape_fitness,
     write_gradient,
 )
 
-__all__ = ["SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_step", "make_noise", "pair_weights", "perturbed",
-           "shape_fitness", "splitmix64", "tensor_seed", "trainable", "write_gradient"]
+__all__ = ["ES_ESTIMATORS", "SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_config", "es_step", "make_noise",
+           "pair_weights", "perturbed", "shape_fitness", "splitmix64", "tensor_seed", "trainable", "write_gradient"]

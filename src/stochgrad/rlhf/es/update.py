@@ -72,6 +72,30 @@ class EsConfig:
         return f"population={self.population} σ={self.sigma:g} rank={rank} {self.shaping} β={self.beta:g}"
 
 
+#: The names ``--estimator`` gives the parameter-space estimators.
+ES_ESTIMATORS: tuple[str, ...] = ("es", "es-lowrank")
+
+
+def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | None = None,
+              shaping: str = "centred-ranks", beta: float | None = None) -> EsConfig:
+    """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` must be left out) or
+    ``es-lowrank`` (``rank`` defaults to 1), validated; ``beta=None`` means 0.
+
+    Raises:
+      InvalidArgumentError / BudgetError: naming the option.
+    """
+    if name not in ES_ESTIMATORS:
+        raise InvalidArgumentError(f"estimator: {name!r} is not an ES estimator; choose one of {list(ES_ESTIMATORS)}")
+    if name == "es" and rank is not None:
+        raise InvalidArgumentError(f"rank: --estimator es uses full-rank noise; got rank={rank!r} "
+                                   "(use --estimator es-lowrank --rank R)")
+    rank = 0 if name == "es" else (1 if rank is None else rank)
+    if name == "es-lowrank" and not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1):
+        raise InvalidArgumentError(f"rank: es-lowrank needs a rank >= 1; got {rank!r}")
+    return EsConfig(population=population, sigma=sigma, rank=rank, shaping=shaping,
+                    beta=0.0 if beta is None else beta).validate()
+
+
 def shape_fitness(fitness: Tensor, how: str, std_eps: float = 1e-8) -> Tensor:
     """Shaped fitness ``[N]`` of one population's fitness ``[N]``.
 
