@@ -80,6 +80,20 @@ def test_the_same_seed_gives_the_same_update(tiny_model_dir) -> None:
     assert all(torch.equal(a, b) for a, b in zip(low, low_again))
 
 
+def test_both_members_of_a_pair_share_prompts_and_sampling_random_numbers(tiny_model_dir) -> None:
+    # With a vanishing σ the two members of a pair are the same model to within 1e-7 of a weight, so common
+    # random numbers make them sample the same texts; independent sampling would not (pairs would differ).
+    policy = Policy.from_pretrained(str(tiny_model_dir), max_new_tokens=8)
+    cfg = EsConfig(population=8, sigma=1e-7, shaping="none")
+    prompts = PROMPTS * 2
+    out = es_step(policy, None, VaderReward(), prompts, cfg, make_noise(policy, 0), torch.Generator().manual_seed(0))
+    assert out.rewards.shape == (8, 4)
+    assert torch.equal(out.rewards[0::2], out.rewards[1::2])
+    assert torch.equal(out.lengths[0::2], out.lengths[1::2])
+    assert not torch.equal(out.lengths[0], out.lengths[2])       # different pairs sample differently
+    assert out.first.prompts == prompts
+
+
 def small(model, **kw) -> TrainConfig:
     base = {"model": str(model), "estimator": "es", "population": 4, "sigma": 0.01, "completions_per_step": 8,
             "steps": 4, "lr": 1e-3, "max_new_tokens": 6, "checkpoint_every": 2, "sample_every": 2, "seed": 3,
