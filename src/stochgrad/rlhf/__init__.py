@@ -33,6 +33,7 @@ from stochgrad.rlhf.estimators import (
     PolicyGradient,
     estimator_config,
 )
+from stochgrad.rlhf.es import EsConfig, SeededNoise, es_step, make_noise
 from stochgrad.rlhf.evaluate import Evaluation, evaluate
 from stochgrad.rlhf.kl import KL_ESTIMATORS, kl_per_token
 from stochgrad.rlhf.policy import Policy, Rollout, top_k_filter
@@ -53,6 +54,7 @@ __all__ = [
     "LEVELS",
     "PRESETS",
     "SCALINGS",
+    "EsConfig",
     "EstimatorConfig",
     "Evaluation",
     "GradientStats",
@@ -61,10 +63,12 @@ __all__ = [
     "PolicyGradient",
     "RewardFunction",
     "Rollout",
+    "SeededNoise",
     "SequenceClassifierReward",
     "TrainConfig",
     "TrainResult",
     "VaderReward",
+    "es_step",
     "estimator_config",
     "evaluate",
     "evaluate_rewards",
@@ -72,6 +76,7 @@ __all__ = [
     "gradient_stats",
     "kl_per_token",
     "load_prompts",
+    "make_noise",
     "make_reward",
     "measure",
     "project",

@@ -161,6 +161,21 @@ class Policy:
     def parameters(self):
         return self.model.parameters()
 
+    def with_parameters(self, values: dict[str, Tensor]) -> Policy:
+        """The same policy run with some parameters replaced, without touching the model's own weights.
+
+        Every forward pass goes through ``torch.func.functional_call(model, values, ...)``, so sampling,
+        scoring and the KV cache see θ' while ``self.model``'s tensors stay bitwise unchanged. Tied weights
+        stay tied (GPT-2's output layer follows ``transformer.wte.weight``); parameters not named in
+        ``values`` keep their own value.
+
+        Args:
+          values: parameter name (as in ``model.named_parameters()``) → tensor of the same shape.
+        """
+        view = copy.copy(self)
+        view.model = _Reparametrized(self.model, values)
+        return view
+
     # ------------------------------------------------------------------ tokens
     def encode(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> tuple[Tensor, Tensor]:
         """Prompts as left-padded token ids ``[P, Lp]`` and mask ``[P, Lp]``; checks that the longest prompt plus
@@ -294,6 +309,25 @@ class Policy:
         token = logp.gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
         return token.masked_fill(rollout.completion_mask == 0, 0.0)
 
+
+
+class _Reparametrized:
+    """What :class:`Policy` needs of a model (call, ``config``, ``parameters()``, ``eval()``), with the call
+    running ``model`` on other parameter values through ``torch.func.functional_call``."""
+
+    def __init__(self, model, values: dict[str, Tensor]) -> None:
+        self.module, self.values = model, values
+        self.config = model.config
+        self.generation_config = getattr(model, "generation_config", None)
+
+    def __call__(self, **kwargs):
+        return torch.func.functional_call(self.module, self.values, args=(), kwargs=kwargs, strict=False)
+
+    def parameters(self):
+        return self.module.parameters()
+
+    def eval(self) -> _Reparametrized:
+        return self
 
 
 def save_pretrained_atomic(model, tokenizer, path: str | Path, extra_files: dict[str, str] | None = None) -> Path:

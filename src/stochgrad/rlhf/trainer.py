@@ -14,6 +14,11 @@ optimiser step. The run directory holds:
 - ``final/``: the fine-tuned model and tokenizer (``save_pretrained``, renamed into place when complete);
 - ``summary.md``.
 
+With ``estimator="es"`` (or ``"es-lowrank"``) a step is one population of evolution strategies in parameter
+space instead (:mod:`stochgrad.rlhf.es`): ``population`` members θ ± σε complete the same prompts, and the
+estimate goes into ``.grad`` for the same optimiser; the run directory, checkpoints and resume are the same (the
+ES state is the run's generator).
+
 All input is checked (model, prompts, reward, estimator options) before anything is written. ``resume=True``
 cuts the JSON lines back to the checkpoint's step and continues with the same weights, optimiser state and
 random numbers, so an interrupted run ends exactly where an uninterrupted one would.
@@ -43,6 +48,8 @@ from stochgrad.rlhf.estimators import (
     PolicyGradient,
     estimator_config,
 )
+from stochgrad.rlhf.es.step import es_step, make_noise
+from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config
 from stochgrad.rlhf.kl import KL_ESTIMATORS
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
@@ -62,9 +69,10 @@ class TrainConfig:
     reward: str = option("vader", "'vader' (prompt + completion), 'vader-completion', or the directory of a "
                                   "sequence-classification reward model")
     reward_label: int | None = option(None, "which logit of the reward model is the reward")
-    estimator: str = option("rloo", "preset", choices=tuple(PRESETS))
+    estimator: str = option("rloo", "preset, or 'es'/'es-lowrank': evolution strategies in parameter space",
+                            choices=(*PRESETS, *ES_ESTIMATORS))
     k: int | None = option(None, "completions per prompt (default: the preset's)")
-    beta: float | None = option(None, "KL coefficient β, 0: no reference model (default: the preset's)")
+    beta: float | None = option(None, "KL coefficient β, 0: no reference model (default: the preset's; es: 0)")
     baseline: str | None = option(None, "baseline (default: the preset's)", choices=BASELINES)
     scaling: str | None = option(None, "advantage scaling (default: the preset's)", choices=SCALINGS)
     kl_estimator: str | None = option(None, "KL estimator (default: the preset's)", choices=KL_ESTIMATORS)
@@ -74,6 +82,12 @@ class TrainConfig:
                                choices=LEVELS)
     aggregation: str | None = option(None, "sum over tokens, per-sequence mean, or mean over the batch's tokens "
                                            "(default: the preset's)", choices=AGGREGATIONS)
+    population: int = option(8, "es: members per step, even (antithetic pairs)")
+    sigma: float = option(1e-3, "es: perturbation scale σ in weight units")
+    rank: int | None = option(None, "es-lowrank: rank r of the A·Bᵀ noise per weight matrix (default 1)")
+    es_shaping: str = option("centred-ranks", "es: fitness shaping per population", choices=SHAPINGS)
+    device: str = option("cpu", "where the model and the noise live ('cpu', 'cuda', 'cuda:1', ...)",
+                         resumable=True)
     prompts: str = option("demo", "a text file with one prompt per line, or 'demo'")
     completions_per_step: int = option(32, "sampled completions per update, a multiple of k")
     steps: int = option(100, "updates (may be raised on --resume)", resumable=True)
@@ -89,28 +103,65 @@ class TrainConfig:
     threads: int | None = option(None, "torch threads (default: torch's choice)", resumable=True)
     local_files_only: bool = option(False, "never contact the Hugging Face hub", resumable=True)
 
+    @property
+    def is_es(self) -> bool:
+        return self.estimator in ES_ESTIMATORS
+
+    def es_config(self) -> EsConfig:
+        """The ES options of ``--estimator es``/``es-lowrank``, validated (β defaults to 0: no reference)."""
+        action_space = ("k", "baseline", "scaling", "kl_estimator", "kl_in", "level", "aggregation")
+        for name in action_space:
+            if getattr(self, name) is not None:
+                raise InvalidArgumentError(f"{name}: an option of the action-space estimators; --estimator "
+                                           f"{self.estimator} does not use it (leave it out)")
+        return es_config(self.estimator, self.population, self.sigma, self.rank, self.es_shaping, self.beta)
+
+    def describe(self) -> str:
+        """The estimator's choices in one line."""
+        return (self.es_config() if self.is_es else self.estimator_config()).describe()
+
     def estimator_config(self) -> EstimatorConfig:
+        if self.is_es:
+            raise InvalidArgumentError(f"estimator: {self.estimator!r} is not an action-space estimator; "
+                                       "see es_config()")
         return estimator_config(self.estimator, k=self.k, beta=self.beta, baseline=self.baseline,
                                 scaling=self.scaling, kl_estimator=self.kl_estimator, kl_in=self.kl_in,
                                 level=self.level, aggregation=self.aggregation)
 
-    def validate(self) -> EstimatorConfig:
+    def validate(self) -> EstimatorConfig | EsConfig:
         """Check the numbers and the estimator options (not the files: see :func:`load_prompts`)."""
-        est = self.estimator_config()
+        est = self.es_config() if self.is_es else self.estimator_config()
+        if not isinstance(self.device, str) or not self.device:
+            raise InvalidArgumentError(f"device: need a torch device name such as 'cpu' or 'cuda'; got "
+                                       f"{self.device!r}")
         if not self.model:
             raise InvalidArgumentError("model: give the directory (or hub id) of a causal LM")
         for name in ("steps", "completions_per_step", "checkpoint_every", "sample_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"{name}: need an integer >= 1; got {value!r}")
+        if not (self.lr > 0):
+            raise InvalidArgumentError(f"lr: need a learning rate > 0; got {self.lr!r}")
+        if self.is_es:
+            if self.completions_per_step % est.population:
+                raise BudgetError(f"completions_per_step: {self.completions_per_step} is not a multiple of "
+                                  f"population={est.population} (every member completes the same prompts)")
+            return est
         if self.completions_per_step % est.k:
             raise BudgetError(f"completions_per_step: {self.completions_per_step} is not a multiple of k={est.k} "
                               "(every prompt of a step gets k completions)")
-        if not (self.lr > 0):
-            raise InvalidArgumentError(f"lr: need a learning rate > 0; got {self.lr!r}")
         if est.scaling == "batch-std" and self.completions_per_step < 2:
             raise BudgetError("completions_per_step: batch-std scaling needs at least 2 completions per step")
         return est
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise InvalidArgumentError(f"device: cannot use {name!r}: {str(exc).splitlines()[0]}") from None
+    return device
 
 
 def load_prompts(spec: str | Sequence[str]) -> list[str]:
@@ -174,8 +225,9 @@ class _Run:
 
     def __init__(self, config: TrainConfig, policy: Policy, reward_fn: RewardFunction, prompts: list[str]) -> None:
         self.config, self.policy, self.reward_fn, self.prompts = config, policy, reward_fn, prompts
-        self.est_config = config.estimator_config()
-        self.estimator = PolicyGradient(self.est_config)
+        self.est_config = config.es_config() if config.is_es else config.estimator_config()
+        self.estimator = None if config.is_es else PolicyGradient(self.est_config)
+        self.noise = make_noise(policy, self.est_config.rank) if config.is_es else None
         self.reference = policy.reference() if self.est_config.beta > 0 else None
         self.optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.lr)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -184,25 +236,72 @@ class _Run:
 
     def state_dict(self) -> dict:
         return {"model": self.policy.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "estimator": self.estimator.state_dict(),
+                "generator": self.generator.get_state(),
+                "estimator": self.estimator.state_dict() if self.estimator is not None else {},
                 "step": self.step, "samples_seen": self.samples_seen}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.estimator.load_state_dict(state["estimator"])
+        if self.estimator is not None:
+            self.estimator.load_state_dict(state["estimator"])
         self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
 
-    def train_step(self) -> tuple[dict, list[dict]]:
-        cfg, est = self.config, self.est_config
-        t0, c0 = time.perf_counter(), time.process_time()
-        n_prompts = cfg.completions_per_step // est.k
+    def _pick_prompts(self, n_prompts: int) -> list[str]:
         if n_prompts <= len(self.prompts):
             pick = torch.randperm(len(self.prompts), generator=self.generator)[:n_prompts].tolist()
         else:
             pick = torch.randint(len(self.prompts), (n_prompts,), generator=self.generator).tolist()
-        rollout = self.policy.sample([self.prompts[i] for i in pick], est.k, self.generator)
+        return [self.prompts[i] for i in pick]
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def _clip_and_step(self) -> float:
+        cfg = self.config
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self._trainable(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        self.optimizer.step()
+        return float(grad_norm)
+
+    def es_train_step(self) -> tuple[dict, list[dict]]:
+        """One ES update: a population on the same prompts, the estimate into ``.grad``, one optimiser step."""
+        cfg, est = self.config, self.est_config
+        t0, c0 = time.perf_counter(), time.process_time()
+        prompts = self._pick_prompts(cfg.completions_per_step // est.population)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = es_step(self.policy, self.reference, self.reward_fn, prompts, est, self.noise, self.generator)
+        grad_norm = self._clip_and_step()
+        self.step += 1
+        self.samples_seen += out.rewards.numel()
+        rewards, lengths = out.rewards.flatten(), out.lengths.flatten().float()
+        record = {
+            "step": self.step, "samples_seen": self.samples_seen,
+            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
+            "kl": float(out.kl.mean()), "kl_k3": float(out.kl_k3.mean()),
+            "return_mean": float(out.fitness.mean()), "length_mean": float(lengths.mean()),
+            "length_max": int(lengths.max()), "truncated": float(out.truncated.float().mean()),
+            "loss": -float(out.fitness.mean()), "grad_norm": grad_norm,
+            "fitness_std": float(out.fitness.std()),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+        }
+        samples = []
+        if self.step % cfg.sample_every == 0 or self.step == 1:
+            first = out.first
+            for j in range(min(cfg.samples_to_log, len(first))):
+                samples.append({"step": self.step, "prompt": first.prompts[j], "completion": first.completions[j],
+                                "reward": float(out.rewards[0, j])})
+        return record, samples
+
+    def train_step(self) -> tuple[dict, list[dict]]:
+        if self.config.is_es:
+            return self.es_train_step()
+        cfg, est = self.config, self.est_config
+        t0, c0 = time.perf_counter(), time.process_time()
+        prompts = self._pick_prompts(cfg.completions_per_step // est.k)
+        rollout = self.policy.sample(prompts, est.k, self.generator)
         t_sample = time.perf_counter()
         rewards = evaluate_rewards(self.reward_fn, rollout.prompts, rollout.completions)
         t_reward = time.perf_counter()
@@ -214,10 +313,7 @@ class _Run:
         out = self.estimator.loss(logp, rollout.completion_mask, rewards.to(logp.device), ref)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad],
-            cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        self.optimizer.step()
+        grad_norm = self._clip_and_step()
         self.step += 1
         self.samples_seen += len(rollout)
         lengths = rollout.lengths.float()
@@ -228,7 +324,7 @@ class _Run:
             "kl": float(out.kl.mean()), "kl_k3": float(out.kl_k3.mean()),
             "return_mean": float(out.returns.mean()), "length_mean": float(lengths.mean()),
             "length_max": int(lengths.max()), "truncated": float(rollout.truncated.float().mean()),
-            "loss": float(out.loss.detach()), "grad_norm": float(grad_norm),
+            "loss": float(out.loss.detach()), "grad_norm": grad_norm,
             "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "seconds_sample": t_sample - t0,
             "seconds_reward": t_reward - t_sample,
@@ -263,6 +359,7 @@ class TrainExperiment:
             policy = Policy.from_pretrained(config.model, local_files_only=config.local_files_only,
                                             temperature=config.temperature, top_k=config.top_k,
                                             max_new_tokens=config.max_new_tokens)
+            policy.model.to(_device(config.device))
             policy.encode(prompt_list)   # every prompt tokenizes and fits, before anything is written
             if reward_fn is None:
                 reward_fn = make_reward(config.reward, label=config.reward_label,
@@ -336,11 +433,10 @@ def finish(run_dir: Path, config: TrainConfig, records: list[dict], policy: Poli
     """Plots, the final model directory and summary.md."""
     from stochgrad.rlhf.policy import save_pretrained_atomic
 
-    est = config.estimator_config()
-    title = f"{config.estimator} ({est.describe()}), seed {config.seed}"
+    title = f"{config.estimator} ({config.describe()}), seed {config.seed}"
     training_plots(records, run_dir, title)
     save_pretrained_atomic(policy.model, policy.tokenizer, run_dir / "final")
-    lines = [f"# stochgrad rlhf train: {config.estimator}", "", f"- estimator: {est.describe()}",
+    lines = [f"# stochgrad rlhf train: {config.estimator}", "", f"- estimator: {config.describe()}",
              f"- model: `{config.model}`; reward: `{config.reward}`", f"- steps: {len(records)} of {config.steps}"]
     if records:
         first, last = records[0], records[-1]

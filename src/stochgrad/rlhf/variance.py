@@ -2,7 +2,8 @@
 
 Each step measures one estimator (:func:`stochgrad.rlhf.diagnostics.measure`: ``repeats`` estimates with
 ``completions`` sampled completions each, from the run's seed, so an estimator's numbers do not depend on the
-others). The run directory holds ``config.json``, ``metrics.jsonl`` (one row per estimator),
+others; ``es``/``es-lowrank``: :func:`stochgrad.rlhf.es.diagnostics.measure_es`, one population per estimate
+with the same number of completions). The run directory holds ``config.json``, ``metrics.jsonl`` (one row per estimator),
 ``checkpoint.pt``, ``variance.json``, ``plots/relative_variance.png`` and ``summary.md``.
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 from stochgrad.errors import InvalidArgumentError
 from stochgrad.runs.threads import torch_threads
 from stochgrad.rlhf.diagnostics import check_completions, measure
-from stochgrad.rlhf.estimators import PRESETS, estimator_config
+from stochgrad.rlhf.es.diagnostics import check_es_completions, measure_es
+from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config
+from stochgrad.rlhf.estimators import PRESETS, EstimatorConfig, estimator_config
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import make_reward
 from stochgrad.rlhf.trainer import load_prompts
@@ -31,8 +34,13 @@ class VarianceConfig:
     model: str = option("", "directory (or hub id) of a transformers causal LM")
     reward: str = option("vader", "'vader', 'vader-completion', or the directory of a reward model")
     reward_label: int | None = option(None, "which logit of the reward model is the reward")
-    estimators: list[str] = option(["reinforce", "rloo", "grpo", "reinforce++"], "comma-separated presets")
+    estimators: list[str] = option(["reinforce", "rloo", "grpo", "reinforce++"], "comma-separated presets "
+                                   "(and 'es', 'es-lowrank': evolution strategies in parameter space)")
     beta: float | None = option(None, "KL coefficient for every estimator (default: the preset's)")
+    population: int = option(8, "es: members per estimate, even (antithetic pairs)")
+    sigma: float = option(1e-3, "es: perturbation scale σ")
+    rank: int | None = option(None, "es-lowrank: rank of the A·Bᵀ noise (default 1)")
+    es_shaping: str = option("centred-ranks", "es: fitness shaping per population", choices=SHAPINGS)
     prompts: str = option("demo", "a text file with one prompt per line, or 'demo'")
     completions: int = option(32, "sampled completions per estimate")
     repeats: int = option(32, "estimates per estimator")
@@ -48,11 +56,26 @@ class VarianceConfig:
             raise InvalidArgumentError("model: give the directory (or hub id) of a causal LM")
         if not self.estimators:
             raise InvalidArgumentError("estimators: name at least one estimator")
-        unknown = [n for n in self.estimators if n not in PRESETS]
+        unknown = [n for n in self.estimators if n not in PRESETS and n not in ES_ESTIMATORS]
         if unknown:
-            raise InvalidArgumentError(f"estimators: unknown {unknown}; choose from {', '.join(PRESETS)}")
-        for n in self.estimators:
-            check_completions(self.completions, estimator_config(n, beta=self.beta))
+            raise InvalidArgumentError(f"estimators: unknown {unknown}; choose from "
+                                       f"{', '.join((*PRESETS, *ES_ESTIMATORS))}")
+        for est in self.estimator_configs().values():
+            check(self.completions, est)
+
+    def estimator_configs(self) -> dict[str, EstimatorConfig | EsConfig]:
+        """Each named estimator's configuration (validated)."""
+        return {n: es_config(n, self.population, self.sigma, self.rank if n == "es-lowrank" else None,
+                             self.es_shaping, self.beta) if n in ES_ESTIMATORS
+                else estimator_config(n, beta=self.beta) for n in self.estimators}
+
+
+def check(completions: int, config: EstimatorConfig | EsConfig, n_prompts: int | None = None) -> None:
+    """:func:`check_completions` or :func:`check_es_completions`, whichever fits ``config``."""
+    if isinstance(config, EsConfig):
+        check_es_completions(completions, config, n_prompts)
+    else:
+        check_completions(completions, config, n_prompts)
 
 
 class VarianceExperiment:
@@ -62,10 +85,10 @@ class VarianceExperiment:
 
     def __init__(self, config: VarianceConfig, run_dir: Path | None = None) -> None:
         self.config = config
-        self.configs = {n: estimator_config(n, beta=config.beta) for n in config.estimators}
+        self.configs = config.estimator_configs()
         self.prompts = load_prompts(config.prompts)
         for est in self.configs.values():
-            check_completions(config.completions, est, len(self.prompts))
+            check(config.completions, est, len(self.prompts))
         self.stack = ExitStack()
         try:
             self.stack.enter_context(torch_threads(config.threads))
@@ -84,8 +107,10 @@ class VarianceExperiment:
 
     def step(self) -> dict:
         c, name = self.config, self.config.estimators[self.next]
-        stats = measure(self.policy, self.reference, self.reward, self.prompts, self.configs[name], c.completions,
-                        c.repeats, name=name, seed=c.seed, projections=c.projections)
+        est = self.configs[name]
+        how = measure_es if isinstance(est, EsConfig) else measure
+        stats = how(self.policy, self.reference, self.reward, self.prompts, est, c.completions, c.repeats,
+                    name=name, seed=c.seed, projections=c.projections)
         self.next += 1
         return stats.as_dict()
 

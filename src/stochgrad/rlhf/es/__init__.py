@@ -1,0 +1,25 @@
+"""Evolution strategies in parameter space for causal LMs: seeded noise, the antithetic estimate, a train step.
+
+- :mod:`~stochgrad.rlhf.es.noise`: a member is a seed; noise per tensor from (seed, tensor index);
+- :mod:`~stochgrad.rlhf.es.update`: :class:`EsConfig`, fitness shaping, the gradient written into ``.grad``;
+- :mod:`~stochgrad.rlhf.es.step`: one population on a :class:`~stochgrad.rlhf.policy.Policy`, evaluated
+  without touching its weights.
+
+See docs/rlhf.md, "Evolution strategies in parameter space".
+"""
+
+from stochgrad.rlhf.es.noise import SeededNoise, splitmix64, tensor_seed
+from stochgrad.rlhf.es.step import EsStep, es_step, make_noise, trainable
+from stochgrad.rlhf.es.update import (
+    ES_ESTIMATORS,
+    SHAPINGS,
+    EsConfig,
+    es_config,
+    pair_weights,
+    perturbed,
+    shape_fitness,
+    write_gradient,
+)
+
+__all__ = ["ES_ESTIMATORS", "SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_config", "es_step", "make_noise",
+           "pair_weights", "perturbed", "shape_fitness", "splitmix64", "tensor_seed", "trainable", "write_gradient"]

@@ -1,0 +1,152 @@
+"""The ES estimate in parameter space: antithetic members, shaped fitness, the gradient tensor by tensor.
+
+For a population of N = 2·M members (M antithetic pairs θ ± σ·ε_j, each pair one seed) with fitness F and
+shaped fitness u (per population), the estimate of ∇_θ E_ε[F(θ + σε)] is
+
+    g = 1/(N σ) Σ_i u_i ε_i = 1/(N σ) Σ_j (u_j⁺ − u_j⁻) ε_j
+
+(Salimans et al. 2017). Without shaping (u = F) it is unbiased for the gradient of the Gaussian-smoothed
+fitness: E[(F(θ+σε) − F(θ−σε)) ε]/(2σ) = E[F(θ+σε) ε]/σ = ∇ E F(θ+σε) (Stein's lemma). :func:`write_gradient`
+puts −g into each parameter's ``.grad`` (the gradient of the *loss* −F), so a torch optimiser's step increases
+F. It regenerates ε_j for one tensor at a time: memory is the ``.grad`` buffers plus one noise tensor, whatever
+the population.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from stochgrad.errors import BudgetError, InvalidArgumentError
+from stochgrad.rlhf.es.noise import SeededNoise
+
+SHAPINGS: tuple[str, ...] = ("centred-ranks", "z-score", "none")
+
+
+@dataclass(frozen=True)
+class EsConfig:
+    """The choices of the ES estimator.
+
+    Attributes:
+      population: N members per estimate, even (antithetic pairs), at least 2.
+      sigma: σ > 0, the perturbation scale in weight units.
+      rank: 0 for full-rank noise, r ≥ 1 for A·Bᵀ/√r per weight matrix.
+      shaping: one of :data:`SHAPINGS`, applied to the N fitnesses of a population.
+      beta: KL coefficient β ≥ 0; each member's fitness is its mean reward minus β·(mean Σ_t k1 to π_ref).
+      std_eps: added to the standard deviation of the z-score.
+    """
+
+    population: int = 8
+    sigma: float = 1e-3
+    rank: int = 0
+    shaping: str = "centred-ranks"
+    beta: float = 0.0
+    std_eps: float = 1e-8
+
+    def validate(self) -> EsConfig:
+        """Check every option; raise an error naming the option otherwise. Returns self."""
+        n = self.population
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2 or n % 2:
+            raise BudgetError(f"population: need an even number >= 2 of members (antithetic pairs θ ± σε); "
+                              f"got {n!r}")
+        if not (self.sigma > 0) or self.sigma == float("inf"):
+            raise InvalidArgumentError(f"sigma: need a finite perturbation scale > 0; got {self.sigma!r}")
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 0:
+            raise InvalidArgumentError(f"rank: need an integer >= 0 (0 = full-rank noise); got {self.rank!r}")
+        if self.shaping not in SHAPINGS:
+            raise InvalidArgumentError(f"es_shaping: got {self.shaping!r}; choose one of {list(SHAPINGS)}")
+        if not (self.beta >= 0):
+            raise InvalidArgumentError(f"beta: need a KL coefficient >= 0; got {self.beta!r}")
+        return self
+
+    @property
+    def pairs(self) -> int:
+        return self.population // 2
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. ``population=8 σ=0.001 rank=full centred-ranks β=0``."""
+        rank = self.rank if self.rank else "full"
+        return f"population={self.population} σ={self.sigma:g} rank={rank} {self.shaping} β={self.beta:g}"
+
+
+#: The names ``--estimator`` gives the parameter-space estimators.
+ES_ESTIMATORS: tuple[str, ...] = ("es", "es-lowrank")
+
+
+def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | None = None,
+              shaping: str = "centred-ranks", beta: float | None = None) -> EsConfig:
+    """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` must be left out) or
+    ``es-lowrank`` (``rank`` defaults to 1), validated; ``beta=None`` means 0.
+
+    Raises:
+      InvalidArgumentError / BudgetError: naming the option.
+    """
+    if name not in ES_ESTIMATORS:
+        raise InvalidArgumentError(f"estimator: {name!r} is not an ES estimator; choose one of {list(ES_ESTIMATORS)}")
+    if name == "es" and rank is not None:
+        raise InvalidArgumentError(f"rank: --estimator es uses full-rank noise; got rank={rank!r} "
+                                   "(use --estimator es-lowrank --rank R)")
+    rank = 0 if name == "es" else (1 if rank is None else rank)
+    if name == "es-lowrank" and not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1):
+        raise InvalidArgumentError(f"rank: es-lowrank needs a rank >= 1; got {rank!r}")
+    return EsConfig(population=population, sigma=sigma, rank=rank, shaping=shaping,
+                    beta=0.0 if beta is None else beta).validate()
+
+
+def shape_fitness(fitness: Tensor, how: str, std_eps: float = 1e-8) -> Tensor:
+    """Shaped fitness ``[N]`` of one population's fitness ``[N]``.
+
+    ``"centred-ranks"``: ranks scaled to [−½, ½] (ties share their mean rank); ``"z-score"``:
+    (F − mean)/(std + ε) with Bessel's correction; ``"none"``: F itself.
+    """
+    fitness = fitness.double()
+    if how == "none":
+        return fitness
+    if how == "z-score":
+        return (fitness - fitness.mean()) / (fitness.std(correction=1) + std_eps)
+    if how == "centred-ranks":
+        n = fitness.numel()
+        ranks = torch.empty_like(fitness)
+        ranks[fitness.argsort()] = torch.arange(n, dtype=fitness.dtype)
+        for value in fitness.unique():
+            tied = fitness == value
+            ranks[tied] = ranks[tied].mean()
+        return ranks / (n - 1) - 0.5
+    raise InvalidArgumentError(f"es_shaping: got {how!r}; choose one of {list(SHAPINGS)}")
+
+
+def perturbed(params: Sequence[Tensor], noise: SeededNoise, seed: int, scale: float) -> list[Tensor]:
+    """New tensors θ_i + scale·ε_i (computed in fp32, stored in each parameter's dtype); ``params`` untouched.
+
+    ``scale`` is +σ or −σ for the two members of a pair.
+    """
+    return [(p.detach().float() + scale * noise.noise(seed, i)).to(p.dtype) for i, p in enumerate(params)]
+
+
+def pair_weights(shaped: Tensor) -> Tensor:
+    """``u_j⁺ − u_j⁻`` ``[M]`` from shaped fitness ``[2M]`` ordered (pair 0 +, pair 0 −, pair 1 +, …)."""
+    return shaped[0::2] - shaped[1::2]
+
+
+def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence[int], weights: Tensor,
+                   sigma: float, population: int) -> None:
+    """Set ``p.grad = −1/(N σ) Σ_j w_j ε_j`` for every parameter, one tensor and one pair at a time.
+
+    Args:
+      params: the parameters, in the noise's order.
+      noise: the noise the members were perturbed with.
+      seeds: the M pair seeds.
+      weights: ``[M]`` the pairs' u⁺ − u⁻ (:func:`pair_weights`).
+      sigma: σ.
+      population: N = 2M.
+    """
+    w = [float(x) for x in weights]
+    for i, p in enumerate(params):
+        acc = torch.zeros(p.shape, dtype=torch.float32, device=noise.device)
+        for seed, wj in zip(seeds, w):
+            if wj != 0.0:
+                acc.add_(noise.noise(seed, i), alpha=wj)
+        p.grad = (acc.mul_(-1.0 / (population * sigma))).to(device=p.device, dtype=p.dtype)
