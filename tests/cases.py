@@ -284,7 +284,7 @@ def _registry_cases(name: str, problem: Problem, param: str) -> list[Case]:
     factor = 1.0
     if registry.get_spec(name).biased:
         if name not in BIAS_FACTORS:
-            return []          # no closed-form expectation (ARS's top b): tests/test_ars.py shows it is biased
+            return []          # no closed-form expectation (ARS's top b): tests/estimators/test_ars.py shows it is biased
         factor = BIAS_FACTORS[name](est)
     warmups = (0, 2) if hasattr(est, "state_dict") else (0,)
     return [Case(problem.name, param, name, make, w, factor) for w in warmups]

@@ -9,7 +9,7 @@ weights
 
 where the covariance σ_sf,2 is 0 here because the two estimates use independent evaluations. (The formula as
 printed in the thesis's blog post swaps the numerator and gives the larger weight to the noisier estimate;
-``tests/test_hybrid.py`` shows the difference.)
+``tests/estimators/test_hybrid.py`` shows the difference.)
 
 The choice of components and, with ``weights="running"``, the weights come from exponential averages of the
 variances seen in *earlier* estimates, never from the current samples, so the current estimate is unbiased

@@ -4,7 +4,7 @@ estimates recorded from the code before its order of draws moved into one place 
 
 Each case is summarised by a SHA-256 of the bytes of its values, gradients, variances and the generator's
 final state, so a change in any bit of any of them is caught. Regenerate with
-``python tests/test_mvd_pinned.py`` only when a change of the random numbers is intended (and say so).
+``python tests/estimators/test_mvd_pinned.py`` only when a change of the random numbers is intended (and say so).
 """
 
 from __future__ import annotations
@@ -136,6 +136,6 @@ def test_estimates_are_the_recorded_ones(name: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     for name, case in {**CASES, **LARGE_CASES}.items():
         print(f'    "{name}": "{digest(case)}",')

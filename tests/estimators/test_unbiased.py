@@ -44,7 +44,7 @@ def test_every_registered_estimator_is_z_tested_on_every_parameter_it_supports()
     for name in registry.estimator_names():
         spec = registry.get_spec(name)
         if spec.biased and name not in BIAS_FACTORS:
-            continue           # ARS's top b has no closed-form expectation; tests/test_ars.py rejects it instead
+            continue           # ARS's top b has no closed-form expectation; tests/estimators/test_ars.py rejects it instead
         claimed = {(p, param, name) for p, prob in PROBLEMS.items() for param in prob.params
                    if spec.supports(type(prob.dist()), param)}
         assert claimed and claimed <= tested, name
