@@ -124,7 +124,7 @@ def gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: Rewa
     Returns:
       The estimates ``[R, D or m]`` of +∇J (ascent direction), the mean reward, seconds per estimate.
     """
-    check_completions(completions, config, len(prompts))
+    check_completions(completions, config.k, len(prompts))
     n_prompts = completions // config.k
     est = PolicyGradient(config)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -155,19 +155,19 @@ def gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: Rewa
     return torch.stack(out), sum(rewards) / len(rewards), elapsed / max(1, repeats)
 
 
-def check_completions(completions: int, config: EstimatorConfig, n_prompts: int | None = None) -> None:
-    """Raise unless ``completions`` per estimate is a multiple of k and, given the prompt count, needs no more
-    distinct prompts than there are.
+def check_completions(completions: int, per_prompt: int, n_prompts: int | None = None, name: str = "k") -> None:
+    """Raise unless ``completions`` per estimate is a multiple of the completions each prompt gets (``k``, or an
+    ES population) and, given the prompt count, needs no more distinct prompts than there are.
 
     Raises:
       BudgetError / InvalidArgumentError: naming ``completions`` or ``prompts``.
     """
-    if completions % config.k:
+    if completions % per_prompt:
         raise BudgetError(f"completions: {completions} sampled completions per estimate is not a multiple of "
-                          f"k={config.k}")
-    need = completions // config.k
+                          f"{name}={per_prompt}")
+    need = completions // per_prompt
     if n_prompts is not None and need > n_prompts:
-        raise InvalidArgumentError(f"prompts: {completions} completions with k={config.k} need {need} "
+        raise InvalidArgumentError(f"prompts: {completions} completions with {name}={per_prompt} need {need} "
                                    f"distinct prompts; the prompt set has {n_prompts}")
 
 

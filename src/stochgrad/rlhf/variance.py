@@ -17,7 +17,7 @@ from pathlib import Path
 from stochgrad.errors import InvalidArgumentError
 from stochgrad.runs.threads import torch_threads
 from stochgrad.rlhf.diagnostics import check_completions, measure
-from stochgrad.rlhf.es.diagnostics import check_es_completions, measure_es
+from stochgrad.rlhf.es.diagnostics import measure_es
 from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config
 from stochgrad.rlhf.estimators import PRESETS, EstimatorConfig, estimator_config
 from stochgrad.rlhf.policy import Policy
@@ -71,11 +71,11 @@ class VarianceConfig:
 
 
 def check(completions: int, config: EstimatorConfig | EsConfig, n_prompts: int | None = None) -> None:
-    """:func:`check_completions` or :func:`check_es_completions`, whichever fits ``config``."""
+    """:func:`~stochgrad.rlhf.diagnostics.check_completions` with ``config``'s completions per prompt."""
     if isinstance(config, EsConfig):
-        check_es_completions(completions, config, n_prompts)
+        check_completions(completions, config.population, n_prompts, "population")
     else:
-        check_completions(completions, config, n_prompts)
+        check_completions(completions, config.k, n_prompts)
 
 
 class VarianceExperiment:

@@ -14,23 +14,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from stochgrad.errors import BudgetError, InvalidArgumentError
-from stochgrad.rlhf.diagnostics import GradientStats, gradient_stats, project
+from stochgrad.rlhf.diagnostics import GradientStats, check_completions, gradient_stats, project
 from stochgrad.rlhf.es.step import es_step, make_noise, trainable
 from stochgrad.rlhf.es.update import EsConfig
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction
-
-
-def check_es_completions(completions: int, config: EsConfig, n_prompts: int | None = None) -> None:
-    """Raise unless ``completions`` is a multiple of the population and needs no more prompts than there are."""
-    if completions % config.population:
-        raise BudgetError(f"completions: {completions} sampled completions per estimate is not a multiple of "
-                          f"population={config.population}")
-    need = completions // config.population
-    if n_prompts is not None and need > n_prompts:
-        raise InvalidArgumentError(f"prompts: {completions} completions with population={config.population} need "
-                                   f"{need} distinct prompts; the prompt set has {n_prompts}")
 
 
 def es_gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: RewardFunction,
@@ -41,7 +29,7 @@ def es_gradient_estimates(policy: Policy, reference: Policy | None, reward_fn: R
     Returns:
       The estimates ``[R, D or m]``, the mean reward, seconds per estimate.
     """
-    check_es_completions(completions, config, len(prompts))
+    check_completions(completions, config.population, len(prompts), "population")
     noise = make_noise(policy, config.rank)
     _, params = trainable(policy)
     out, rewards, elapsed = [], [], 0.0
