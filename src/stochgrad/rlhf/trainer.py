@@ -265,6 +265,22 @@ class _Run:
         self.optimizer.step()
         return float(grad_norm)
 
+    def _record(self, rewards: torch.Tensor, lengths: torch.Tensor, kl: torch.Tensor, kl_k3: torch.Tensor,
+                returns: torch.Tensor, truncated: torch.Tensor, loss: float, grad_norm: float, t0: float,
+                c0: float) -> dict:
+        """The metrics every update writes: rewards and lengths ``[B]``, per-completion KL, returns (or ES
+        fitness) and truncation flags; wall and CPU seconds since ``t0``, ``c0``."""
+        return {
+            "step": self.step, "samples_seen": self.samples_seen,
+            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
+            "kl": float(kl.mean()), "kl_k3": float(kl_k3.mean()),
+            "return_mean": float(returns.mean()), "length_mean": float(lengths.mean()),
+            "length_max": int(lengths.max()), "truncated": float(truncated.float().mean()),
+            "loss": loss, "grad_norm": grad_norm,
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+        }
+
     def es_train_step(self) -> tuple[dict, list[dict]]:
         """One ES update: a population on the same prompts, the estimate into ``.grad``, one optimiser step."""
         cfg, est = self.config, self.est_config
@@ -276,17 +292,9 @@ class _Run:
         self.step += 1
         self.samples_seen += out.rewards.numel()
         rewards, lengths = out.rewards.flatten(), out.lengths.flatten().float()
-        record = {
-            "step": self.step, "samples_seen": self.samples_seen,
-            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-            "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
-            "kl": float(out.kl.mean()), "kl_k3": float(out.kl_k3.mean()),
-            "return_mean": float(out.fitness.mean()), "length_mean": float(lengths.mean()),
-            "length_max": int(lengths.max()), "truncated": float(out.truncated.float().mean()),
-            "loss": -float(out.fitness.mean()), "grad_norm": grad_norm,
-            "fitness_std": float(out.fitness.std()),
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-        }
+        record = {**self._record(rewards, lengths, out.kl, out.kl_k3, out.fitness, out.truncated,
+                                 -float(out.fitness.mean()), grad_norm, t0, c0),
+                  "fitness_std": float(out.fitness.std())}
         samples = []
         if self.step % cfg.sample_every == 0 or self.step == 1:
             first = out.first
@@ -317,18 +325,9 @@ class _Run:
         self.step += 1
         self.samples_seen += len(rollout)
         lengths = rollout.lengths.float()
-        record = {
-            "step": self.step, "samples_seen": self.samples_seen,
-            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-            "reward_min": float(rewards.min()), "reward_max": float(rewards.max()),
-            "kl": float(out.kl.mean()), "kl_k3": float(out.kl_k3.mean()),
-            "return_mean": float(out.returns.mean()), "length_mean": float(lengths.mean()),
-            "length_max": int(lengths.max()), "truncated": float(rollout.truncated.float().mean()),
-            "loss": float(out.loss.detach()), "grad_norm": grad_norm,
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "seconds_sample": t_sample - t0,
-            "seconds_reward": t_reward - t_sample,
-        }
+        record = {**self._record(rewards, lengths, out.kl, out.kl_k3, out.returns, rollout.truncated,
+                                 float(out.loss.detach()), grad_norm, t0, c0),
+                  "seconds_sample": t_sample - t0, "seconds_reward": t_reward - t_sample}
         samples = []
         if self.step % cfg.sample_every == 0 or self.step == 1:
             for i in range(min(cfg.samples_to_log, len(rollout))):
