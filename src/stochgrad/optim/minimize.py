@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from stochgrad.errors import BudgetError, InvalidArgumentError
 from stochgrad.estimators.base import Estimator, Evaluator
-from stochgrad.optim.search import SearchGradient
+from stochgrad.optim.quasi_newton import QuasiNewtonSearch
+from stochgrad.optim.search import OPTIMIZERS, SearchGradient
 
 
 @dataclass
@@ -40,7 +41,7 @@ class MinimizeResult:
     history: list[dict] = field(default_factory=list)
 
 
-def check_first_step(opt: SearchGradient, budget: int) -> None:
+def check_first_step(opt: SearchGradient | QuasiNewtonSearch, budget: int) -> None:
     """Raise :class:`BudgetError` when ``opt`` has taken no step yet and its first one needs more than ``budget``
     evaluations (a run that could do nothing is refused before any work)."""
     need = opt.next_evals()
@@ -56,9 +57,40 @@ def check_first_step(opt: SearchGradient, budget: int) -> None:
 #: 2000·D evaluations; this configuration on f1 and f2).
 DEFAULTS: dict = {"estimator": "sf-antithetic", "optimizer": "natural", "fitness_shaping": "centered-ranks"}
 
+#: Every update rule by name: torch optimisers on the search gradient, SNES-style natural steps, and
+#: ``"quasi-newton"`` (:class:`~stochgrad.optim.quasi_newton.QuasiNewtonSearch`, its own gradient estimates).
+OPTIMIZER_NAMES: tuple[str, ...] = (*OPTIMIZERS, "natural", "quasi-newton")
+
+QUASI_NEWTON_OPTIONS = ("directions", "differences", "memory", "sigma_ratio", "sigma_floor", "max_trials",
+                        "patience", "maximize", "seed", "dtype")
+
+
+def make_search(x0: Tensor, sigma0: float | Tensor, estimator: Estimator | str | None = None,
+                optimizer: str | Callable = DEFAULTS["optimizer"], **options) -> SearchGradient | QuasiNewtonSearch:
+    """The ask/tell optimiser :func:`minimize` runs: a :class:`SearchGradient` with ``estimator`` (default
+    :data:`DEFAULTS`) and ``optimizer``, or for ``optimizer="quasi-newton"`` a :class:`QuasiNewtonSearch`, which
+    estimates its gradients itself and takes only its own options (:data:`QUASI_NEWTON_OPTIONS`).
+
+    Raises:
+      InvalidArgumentError: ``estimator`` or an option the quasi-Newton search does not take.
+    """
+    if optimizer == "quasi-newton":
+        if estimator is not None and estimator != QuasiNewtonSearch.estimator_name:
+            raise InvalidArgumentError(
+                f"estimator: optimizer='quasi-newton' estimates its gradients itself (orthogonal differences on the "
+                f"ball-smoothed f); got estimator={estimator!r}: leave it unset or use another optimizer")
+        unknown = sorted(set(options) - set(QUASI_NEWTON_OPTIONS))
+        if unknown:
+            raise InvalidArgumentError(f"{unknown[0]}: optimizer='quasi-newton' takes no such option; its options are "
+                                       f"{list(QUASI_NEWTON_OPTIONS)}")
+        return QuasiNewtonSearch(x0, sigma0, **options)
+    options = {"fitness_shaping": DEFAULTS["fitness_shaping"], **options}
+    return SearchGradient(x0, sigma0, estimator=DEFAULTS["estimator"] if estimator is None else estimator,
+                          optimizer=optimizer, **options)
+
 
 def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, budget: int,
-             estimator: Estimator | str = DEFAULTS["estimator"], target: float | None = None, time_limit: float | None = None,
+             estimator: Estimator | str | None = None, target: float | None = None, time_limit: float | None = None,
              evaluator: Evaluator | None = None, progress: bool = False,
              callback: Callable[[SearchGradient, dict], bool | None] | None = None,
              continue_from: SearchGradient | None = None, **options) -> MinimizeResult:
@@ -70,7 +102,8 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
       x0: initial point ``[D]``.
       sigma0: initial search scale.
       budget: the most evaluations of f to use (a step that would exceed it is not taken).
-      estimator: an estimator or registry name (default: :data:`DEFAULTS`, the antithetic score function).
+      estimator: an estimator or registry name (default: :data:`DEFAULTS`, the antithetic score function; the
+        quasi-Newton search takes none).
       target: stop as soon as a value <= target is seen.
       time_limit: stop after this many seconds (checked between steps).
       evaluator: how to evaluate f (vectorised by default).
@@ -78,9 +111,10 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
       callback: called after every step with (optimizer, history row); returning True stops.
       continue_from: continue this :class:`SearchGradient` (e.g. restored from a checkpoint) instead of a new
         one; ``x0``, ``sigma0``, ``estimator`` and ``options`` are then ignored.
-      **options: passed to :class:`SearchGradient`: popsize, optimizer (the update rule: "adam", "sgd",
-        "natural" or a callable; default "natural"), lr, learn_scale, sigma_decay, fitness_shaping (default
-        "centered-ranks"), seed, ...
+      **options: passed to :func:`make_search`: optimizer (the update rule: "adam", "sgd", "natural",
+        "quasi-newton" or a callable; default "natural"), and the chosen optimiser's own options
+        (:class:`SearchGradient`: popsize, lr, learn_scale, sigma_decay, fitness_shaping (default
+        "centered-ranks"), seed, ...; :class:`QuasiNewtonSearch`: directions, differences, memory, seed, ...).
 
     Raises:
       BudgetError: a new run's ``budget`` is smaller than one step (the message says the step's evaluations).
@@ -94,9 +128,7 @@ def minimize(f: Callable[[Tensor], Tensor], x0: Tensor, sigma0: float | Tensor, 
         raise InvalidArgumentError(f"budget: need a positive number of evaluations; got {budget!r}")
     if time_limit is not None and not time_limit > 0:
         raise InvalidArgumentError(f"time_limit: must be > 0 seconds; got {time_limit}")
-    if continue_from is None:
-        options = {"optimizer": DEFAULTS["optimizer"], "fitness_shaping": DEFAULTS["fitness_shaping"], **options}
-    opt = continue_from if continue_from is not None else SearchGradient(x0, sigma0, estimator=estimator, **options)
+    opt = continue_from if continue_from is not None else make_search(x0, sigma0, estimator, **options)
     check_first_step(opt, budget)
     history: list[dict] = []
     start = time.perf_counter()

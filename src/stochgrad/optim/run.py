@@ -19,13 +19,22 @@ from typing import Any
 import torch
 
 from stochgrad.errors import InvalidArgumentError
-from stochgrad.estimators.registry import estimator_names, get_spec
 from stochgrad.estimators.base import Evaluator
+from stochgrad.estimators.registry import estimator_names, get_spec
 from stochgrad.evaluators import Serial, make_evaluator
 from stochgrad.lab.functions import FUNCTIONS
-from stochgrad.optim.minimize import DEFAULTS, MinimizeResult, check_first_step, stop_reason, take_step
+from stochgrad.optim.minimize import (
+    DEFAULTS,
+    OPTIMIZER_NAMES,
+    MinimizeResult,
+    check_first_step,
+    make_search,
+    stop_reason,
+    take_step,
+)
 from stochgrad.optim.objective import Objective, resolve_objective
-from stochgrad.optim.search import OPTIMIZERS, SearchGradient
+from stochgrad.optim.quasi_newton import QuasiNewtonSearch
+from stochgrad.optim.search import SearchGradient
 from stochgrad.optim.shaping import SHAPINGS
 from stochgrad.runs import Command, option, run
 from stochgrad.runs.files import atomic_write_text, new_figure, save_figure
@@ -48,8 +57,10 @@ class OptimizeConfig:
     x0: float | None = option(None, "initial value of every coordinate (default: a quarter of a test function's "
                                     "domain half-width; 0 for your own function)")
     lr: float | None = option(None, "learning rate (default: sigma0; 1 with --optimizer natural)")
-    optimizer: str = option(DEFAULTS["optimizer"], "update rule: a torch optimiser (adam, sgd) or natural-gradient steps that "
-                                    "also learn sigma, SNES-style", choices=(*OPTIMIZERS, "natural"))
+    optimizer: str = option(DEFAULTS["optimizer"], "update rule: a torch optimiser (adam, sgd), natural-gradient steps that "
+                                    "also learn sigma, SNES-style, or quasi-newton (L-BFGS with a line search on "
+                                    "orthogonal central differences of the ball-smoothed f; takes no --estimator, "
+                                    "--popsize, --lr)", choices=OPTIMIZER_NAMES)
     learn_scale: bool = option(False, "learn log(sigma) from the scale gradient")
     sigma_decay: float = option(0.995, "multiply sigma by this after every step when it is not learned")
     lr_decay: float = option(1.0, "multiply the learning rate by this after every step (1: fixed)")
@@ -78,20 +89,29 @@ class OptimizeConfig:
             raise InvalidArgumentError(f"checkpoint_every: need >= 1 step; got {self.checkpoint_every}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise InvalidArgumentError(f"time_limit: must be > 0 seconds; got {self.time_limit}")
+        if self.optimizer == "quasi-newton":
+            given = [f"--{name}" for name, value in (("estimator", self.estimator != DEFAULTS["estimator"]),
+                                                     ("popsize", self.popsize is not None), ("lr", self.lr is not None))
+                     if value]
+            if given:
+                raise InvalidArgumentError(f"optimizer: quasi-newton estimates its own gradients; {', '.join(given)} "
+                                           "does not apply to it")
 
     def objective(self) -> Objective:
         return resolve_objective(self.function, self.dim, self.per_point)
 
-    def make_optimizer(self) -> SearchGradient:
+    def make_optimizer(self) -> SearchGradient | QuasiNewtonSearch:
         obj = self.objective()
         domain = obj.domain
         sigma0 = self.sigma0 if self.sigma0 is not None else (0.1 * domain if domain else 1.0)
-        x0 = self.x0 if self.x0 is not None else (0.25 * domain if domain else 0.0)
-        return SearchGradient(torch.full((self.dim,), float(x0), dtype=torch.float64), sigma0,
-                              estimator=self.estimator, popsize=self.popsize, optimizer=self.optimizer,
-                              lr=self.lr, learn_scale=self.learn_scale, sigma_decay=self.sigma_decay,
-                              lr_decay=self.lr_decay, min_sigma=self.min_sigma, fitness_shaping=self.fitness_shaping,
-                              seed=self.seed)
+        x0 = torch.full((self.dim,), float(self.x0 if self.x0 is not None else (0.25 * domain if domain else 0.0)),
+                        dtype=torch.float64)
+        if self.optimizer == "quasi-newton":
+            return make_search(x0, sigma0, optimizer=self.optimizer, seed=self.seed)
+        return make_search(x0, sigma0, estimator=self.estimator, popsize=self.popsize, optimizer=self.optimizer,
+                           lr=self.lr, learn_scale=self.learn_scale, sigma_decay=self.sigma_decay,
+                           lr_decay=self.lr_decay, min_sigma=self.min_sigma, fitness_shaping=self.fitness_shaping,
+                           seed=self.seed)
 
     def make_evaluator(self) -> Evaluator | None:
         """None (one call of f) for a batched f in this process; else an evaluator that closes."""
@@ -145,7 +165,8 @@ class OptimizeExperiment:
 
     def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
         c, res = self.config, self.result(rows, stopped)
-        title = f"{c.function} D={c.dim}, {c.estimator}, seed {c.seed}"
+        how = c.optimizer if c.optimizer == "quasi-newton" else c.estimator
+        title = f"{c.function} D={c.dim}, {how}, seed {c.seed}"
         convergence_plot(rows, run_dir / "plots" / "convergence.png", title)
         summary = [
             f"# stochgrad optimize: {title}", "",

@@ -1,0 +1,273 @@
+"""An ask/tell quasi-Newton optimiser on gradients of the ball-smoothed objective, with restarts.
+
+Each iteration at the current point x (f(x) known):
+
+1. gradient: f at x ± σu_i for n orthonormal directions (:mod:`stochgrad.optim.ball_gradient`) gives ĝ, an
+   unbiased estimate of ∇f_σ(x), and the curvature along each u_i;
+2. direction: d = −H·ĝ from limited-memory BFGS (:mod:`stochgrad.optim.lbfgs`); before any pair is stored
+   H = I / c̄, with c̄ the mean measured curvature (a Newton step on the average curvature), or a step of
+   length σ where no positive curvature was seen;
+3. line search on f itself, one evaluation per trial: backtracking until Armijo's sufficient decrease
+   f(x + αd) ≤ f(x) + 10⁻⁴·α·ĝ·d holds (quadratic interpolation, α shrunk by 0.1–0.5 per trial); when the first
+   trial decreases f almost as a linear model predicts, α doubles while f keeps decreasing (a step that was far
+   too short: linear slopes, a too-small initial γ);
+4. σ follows the step: σ ← clip(κ‖s‖, σ_floor, σ₀) with κ = ``sigma_ratio``, so the smoothing (and the finite
+   differences) shrink as the steps do, and σ_floor = ``sigma_floor``·(1 + ‖x‖∞) keeps the differences above
+   rounding;
+5. restarts: when a line search fails with an empty memory at σ_floor, or the best value has not improved by a
+   relative 10⁻¹² within ``patience`` iterations, the search restarts at x₀ + σ₀·2^{k/2}·z (z ~ N(0, I)), k the
+   number of restarts so far, with a fresh memory and σ = σ₀.
+
+What it needs from f: smoothness at the scale of the steps (finite differences of f along the directions carry
+the gradient). It is not invariant to monotone transformations of f (CMA-ES and SNES with ranks are), and f's
+noise enters δ_i divided by σ.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from stochgrad.errors import InvalidArgumentError
+from stochgrad.estimators.base import check_values
+from stochgrad.optim.ball_gradient import (
+    antithetic_points,
+    ball_gradient,
+    forward_ball_gradient,
+    forward_points,
+    orthogonal_directions,
+)
+from stochgrad.optim.lbfgs import LBFGSMemory
+from stochgrad.optim.search import AskTellError
+
+ARMIJO = 1e-4
+
+
+class QuasiNewtonSearch:
+    """Minimise (or maximise) a black-box f by L-BFGS on ball-smoothed gradients with a line search on f.
+
+    Args:
+      x0: initial point ``[D]``.
+      sigma0: initial smoothing radius and restart scale, > 0 (the scale of the region to search).
+      directions: directions per gradient, 1..D (default D: exact for quadratics; fewer make ĝ an unbiased
+        but noisy estimate with variance (D/n − 1)‖∇f‖² on linear f).
+      memory: L-BFGS pairs kept.
+      sigma_ratio: κ, σ after a step is κ times its length (within [σ_floor, σ₀]).
+      sigma_floor: relative floor of σ (times 1 + ‖x‖∞).
+      max_trials: line-search trials before the search counts as failed.
+      patience: iterations without relative improvement 10⁻¹² of the best value before a restart.
+      maximize: maximise f instead.
+      seed: seeds the directions and the restart points.
+
+    ``ask()`` returns the next points (1 for f(x) or a line-search trial, 2n for a gradient), ``tell(values)``
+    takes f at them. Misuse raises :class:`AskTellError` or an ``EvaluationError`` (NaN or infinite values) and
+    leaves the optimiser unchanged.
+    """
+
+    estimator_name = "ball-orthogonal"
+
+    def __init__(self, x0: Tensor, sigma0: float, directions: int | None = None, differences: str = "central",
+                 memory: int = 1000, sigma_ratio: float = 1e-6, sigma_floor: float = 1e-9, max_trials: int = 30, patience: int = 30,
+                 maximize: bool = False, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+        x0 = torch.as_tensor(x0, dtype=dtype).detach().clone()
+        if x0.dim() != 1 or x0.numel() == 0:
+            raise InvalidArgumentError(f"x0: need a non-empty vector [D]; got shape {list(x0.shape)}")
+        if not bool(torch.isfinite(x0).all()):
+            raise InvalidArgumentError("x0: must be finite")
+        sigma0 = float(torch.as_tensor(sigma0, dtype=dtype).mean()) if torch.is_tensor(sigma0) else float(sigma0)
+        if not (sigma0 > 0 and math.isfinite(sigma0)):
+            raise InvalidArgumentError(f"sigma0: must be positive and finite; got {sigma0!r}")
+        self.dim = x0.numel()
+        if differences not in ("central", "forward"):
+            raise InvalidArgumentError(f"differences: choose 'central' or 'forward'; got {differences!r}")
+        self.differences = differences
+        directions = self.dim if directions is None else directions
+        if not 1 <= directions <= self.dim:
+            raise InvalidArgumentError(f"directions: need 1..D = 1..{self.dim}; got {directions}")
+        for name, value in (("memory", memory), ("max_trials", max_trials), ("patience", patience)):
+            if not (isinstance(value, int) and value >= 1):
+                raise InvalidArgumentError(f"{name}: need an integer >= 1; got {value!r}")
+        if not 0 < sigma_ratio <= 1:
+            raise InvalidArgumentError(f"sigma_ratio: must be in (0, 1]; got {sigma_ratio}")
+        if not 0 < sigma_floor < 1:
+            raise InvalidArgumentError(f"sigma_floor: must be in (0, 1); got {sigma_floor}")
+        self.x0, self.sigma0, self.n_directions = x0, sigma0, directions
+        self.sigma_ratio, self.sigma_floor, self.max_trials, self.patience = sigma_ratio, sigma_floor, max_trials, patience
+        self.maximize, self.dtype = maximize, dtype
+        self.popsize = (2 if differences == "central" else 1) * directions
+        self.memory = LBFGSMemory(memory)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.n_evals = self.n_steps = self.restarts = 0
+        self.best_f = -math.inf if maximize else math.inf
+        self.best_x = x0.clone()
+        self._start(x0, sigma0)
+        self._pending: Tensor | None = None
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _start(self, x: Tensor, sigma: float) -> None:
+        self.x, self.fx, self.sigma = x.clone(), math.nan, sigma
+        self.phase = "center"             # "center" -> "gradient" -> "line" -> "gradient" ...
+        self.g: Tensor | None = None
+        self.g_prev: Tensor | None = None
+        self.s_prev: Tensor | None = None
+        self.d: Tensor | None = None
+        self.dirs: Tensor | None = None
+        self.alpha = 1.0
+        self.trials = 0
+        self.expanding = False
+        self.line_best: tuple[float, float] | None = None     # (alpha, f) of the best accepted trial
+        self.curvature_gamma: float | None = None
+        self.restart_best = math.inf
+        self.since_improved = 0
+
+    @property
+    def loc(self) -> Tensor:
+        return self.x
+
+    @property
+    def scale(self) -> Tensor:
+        return torch.full((self.dim,), self.sigma, dtype=self.dtype)
+
+    def next_evals(self) -> int:
+        return self.popsize if self.phase == "gradient" else 1
+
+    # -- ask / tell -----------------------------------------------------------------------------------
+    def ask(self) -> Tensor:
+        """The points to evaluate next, ``[n, D]``."""
+        if self._pending is not None:
+            raise AskTellError("ask: the previous points were not told yet; call tell(values) first")
+        if self.phase == "center":
+            points = self.x[None].clone()
+        elif self.phase == "gradient":
+            self.dirs = orthogonal_directions(self.dim, self.n_directions, self.generator, self.dtype)
+            points = (antithetic_points if self.differences == "central" else forward_points)(self.x, self.sigma,
+                                                                                              self.dirs)
+        else:
+            points = (self.x + self.alpha * self.d)[None]
+        self._pending = points
+        return points.clone()
+
+    def tell(self, values: Tensor) -> None:
+        """f at the points of the last ``ask``; advances the iteration (see the module docstring)."""
+        if self._pending is None:
+            raise AskTellError("tell: there are no pending points; call ask() first")
+        points = self._pending
+        raw = check_values(values, points, torch.Size([])).detach().to(self.dtype)
+        self._pending = None
+        self.n_evals += points.shape[0]
+        self.n_steps += 1
+        i = int(raw.argmax() if self.maximize else raw.argmin())
+        if (float(raw[i]) > self.best_f) if self.maximize else (float(raw[i]) < self.best_f):
+            self.best_f, self.best_x = float(raw[i]), points[i].clone()
+        v = -raw if self.maximize else raw
+        if self.phase == "center":
+            self.fx = float(v[0])
+            self.phase = "gradient"
+        elif self.phase == "gradient":
+            self._gradient(v)
+        else:
+            self._line(float(v[0]))
+
+    def _gradient(self, values: Tensor) -> None:
+        est = (ball_gradient if self.differences == "central" else forward_ball_gradient)(values, self.sigma,
+                                                                                          self.dirs, self.fx)
+        g = est.grad
+        if self.g_prev is not None and self.s_prev is not None:
+            self.memory.add(self.s_prev, g - self.g_prev)
+        self.g = g
+        mean_c = float(est.curvature.mean()) if est.curvature is not None else 0.0
+        gnorm = float(g.norm())
+        if gnorm == 0.0:                   # flat at this scale: look wider, or restart
+            self._fail()
+            return
+        gamma0 = 1.0 / mean_c if mean_c > 0 else self.sigma / gnorm
+        d = self.memory.direction(g, gamma0)
+        if not float(g @ d) < 0:           # not a descent direction: forget the curvature pairs
+            self.memory.clear()
+            d = -gamma0 * g
+        self.d, self.alpha, self.trials, self.expanding, self.line_best = d, 1.0, 0, False, None
+        self.phase = "line"
+
+    def _line(self, fy: float) -> None:
+        self.trials += 1
+        slope = float(self.g @ self.d)
+        if self.expanding:
+            a_best, f_best = self.line_best
+            if fy < f_best and self.trials < self.max_trials:
+                self.line_best = (self.alpha, fy)
+                self.alpha *= 2
+                return
+            self._accept(a_best, f_best)
+            return
+        if fy <= self.fx + ARMIJO * self.alpha * slope:
+            linear = (self.fx - fy) > -0.9 * self.alpha * slope
+            if self.trials == 1 and linear and self.trials < self.max_trials:
+                self.expanding, self.line_best = True, (self.alpha, fy)
+                self.alpha *= 2
+                return
+            self._accept(self.alpha, fy)
+            return
+        step = self.alpha * float(self.d.norm())
+        if self.trials >= self.max_trials or step < 1e-14 * (1 + float(self.x.abs().max())) or not math.isfinite(fy):
+            self._fail()
+            return
+        # minimiser of the quadratic through f(x), the slope and f(x + αd), kept within [0.1α, 0.5α]
+        curv = fy - self.fx - self.alpha * slope
+        a_new = -slope * self.alpha ** 2 / (2 * curv) if curv > 0 else 0.5 * self.alpha
+        self.alpha = min(max(a_new, 0.1 * self.alpha), 0.5 * self.alpha)
+
+    def _accept(self, alpha: float, fy: float) -> None:
+        s = alpha * self.d
+        self.x = self.x + s
+        improved = fy < self.restart_best - 1e-12 * max(1.0, abs(self.restart_best))
+        self.restart_best = min(self.restart_best, fy)
+        self.fx = fy
+        self.g_prev, self.s_prev = self.g, s
+        self.since_improved = 0 if improved else self.since_improved + 1
+        floor = self.sigma_floor * (1 + float(self.x.abs().max()))
+        self.sigma = min(max(self.sigma_ratio * float(s.norm()), floor), self.sigma0)
+        self.phase = "gradient"
+        if self.since_improved >= self.patience:
+            self._restart()
+
+    def _fail(self) -> None:
+        """A line search found no decrease (or the gradient vanished): drop the curvature pairs, then shrink
+        σ; at σ_floor with no pairs left, restart."""
+        floor = self.sigma_floor * (1 + float(self.x.abs().max()))
+        self.g_prev = self.s_prev = None
+        if len(self.memory):
+            self.memory.clear()
+        elif self.sigma > floor:
+            self.sigma = max(0.1 * self.sigma, floor)
+        else:
+            self._restart()
+            return
+        self.phase = "gradient"
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        self.memory.clear()
+        z = torch.randn(self.dim, generator=self.generator, dtype=self.dtype)
+        self._start(self.x0 + self.sigma0 * z, self.sigma0)
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    _STATE = ("x", "fx", "sigma", "phase", "g", "g_prev", "s_prev", "d", "alpha", "trials", "expanding",
+              "line_best", "restart_best", "since_improved", "n_evals", "n_steps", "restarts", "best_f", "best_x")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (take it after ``tell``)."""
+        if self._pending is not None:
+            raise AskTellError("state_dict: points are pending; take checkpoints after tell()")
+        state = {k: (v.clone() if torch.is_tensor(v) else v) for k in self._STATE for v in [getattr(self, k)]}
+        return {**state, "memory": self.memory.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in self._STATE:
+            v = state[k]
+            setattr(self, k, v.clone() if torch.is_tensor(v) else v)
+        self.memory.load_state_dict(state["memory"])
+        self.generator.set_state(state["generator"])
+        self._pending = None
