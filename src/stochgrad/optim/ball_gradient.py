@@ -92,5 +92,5 @@ def forward_ball_gradient(values: Tensor, sigma: float, directions: Tensor, f_ce
 def from_differences(delta: Tensor, directions: Tensor, curvature: Tensor | None) -> BallGradient:
     n, dim = directions.shape
     grad = (dim / n) * (delta @ directions)
-    variance = (dim / n - 1) * (dim / n) * float((delta * delta).sum())
+    variance = max(0.0, dim / n - 1) * (dim / n) * float((delta * delta).sum())
     return BallGradient(grad, variance, curvature, delta)
