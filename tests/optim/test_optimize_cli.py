@@ -81,6 +81,9 @@ def test_resume_without_a_run(tmp_path, capsys) -> None:
 def test_a_budget_below_one_step_is_a_named_error_and_writes_nothing(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["optimize", "--budget", "5", "--no-progress", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("stochgrad optimize: error: budget: one step of StagedSearch (f(x0) twice, a "
+                                       "gradient, a line-search trial) needs 24 evaluations of f; got a budget of 5\n")
+    assert main(["optimize", "--estimator", "sf-antithetic", "--budget", "5", "--no-progress", "--out", str(out)]) == 2
     assert capsys.readouterr().err == ("stochgrad optimize: error: budget: one step of sf-antithetic with popsize 10 "
                                        "needs 10 evaluations of f; got a budget of 5\n")
     assert not (out / "config.json").exists()

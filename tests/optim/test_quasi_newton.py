@@ -139,7 +139,7 @@ def test_rosenbrock_is_solved_where_snes_defaults_are_not() -> None:
     f = FUNCTIONS["rosenbrock"]
     x0 = torch.zeros(6, dtype=torch.float64)
     qn = minimize(f, x0, 0.5, budget=3000, optimizer="quasi-newton", target=1e-8)
-    snes = minimize(f, x0, 0.5, budget=3000, target=1e-8)
+    snes = minimize(f, x0, 0.5, budget=3000, target=1e-8, estimator="sf-antithetic")
     assert qn.stop == "target" and qn.fun <= 1e-8
     assert snes.fun > 1e-8
 
@@ -287,6 +287,6 @@ def test_on_a_noisy_f_more_frames_are_used_near_the_minimum_and_it_beats_ranked_
         frames.append(o.frames)
 
     qn = minimize(f, None, None, budget=6000, continue_from=opt, callback=watch)
-    snes = minimize(f, x0, 1.0, budget=6000)
+    snes = minimize(f, x0, 1.0, budget=6000, estimator="sf-antithetic")
     assert max(frames) > 1 and frames[0] == 1
     assert float((qn.x ** 2).sum()) < 0.1 * float((snes.x ** 2).sum())

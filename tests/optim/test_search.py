@@ -114,7 +114,7 @@ def test_learned_scale_shrinks_near_the_optimum() -> None:
 
 
 def test_maximize_climbs() -> None:
-    f = lambda x: -((x - 2.0) ** 2).sum(-1)  # noqa: E731
+    f = lambda x: -((x - 2.0) ** 2).sum(-1)
     res_opt = SearchGradient(torch.zeros(3, dtype=T), 0.3, estimator="mvd", maximize=True, lr=0.1, seed=0)
     for _ in range(200):
         res_opt.tell(f(res_opt.ask()))
@@ -196,18 +196,21 @@ def test_a_budget_below_one_step_is_refused_before_any_work() -> None:
 
 
 def minimize_defaults() -> dict:
-    from stochgrad.optim.minimize import DEFAULTS
+    from stochgrad.optim.minimize import SEARCH_DEFAULTS
 
-    return {k: v for k, v in DEFAULTS.items() if k != "estimator"}
+    return {k: v for k, v in SEARCH_DEFAULTS.items() if k != "estimator"}
 
 
 def test_the_defaults_adapt_sigma_and_reach_1e_8() -> None:
-    """With no options, minimize uses natural steps on centred ranks with the antithetic score function and SNES's
-    population; the earlier default (Adam at a fixed sigma) could not get below the noise of its sigma."""
-    from stochgrad.optim.minimize import DEFAULTS
+    """With no options, minimize runs the staged search; with only an estimator, natural steps on centred ranks
+    with SNES's population; the earlier default (Adam at a fixed sigma) could not get below the noise of its
+    sigma."""
+    from stochgrad.optim.minimize import DEFAULTS, SEARCH_DEFAULTS
     from stochgrad.optim.search import snes_popsize
 
-    assert DEFAULTS == {"estimator": "sf-antithetic", "optimizer": "natural", "fitness_shaping": "centered-ranks"}
+    assert DEFAULTS == {"optimizer": "staged"}
+    assert SEARCH_DEFAULTS == {"estimator": "sf-antithetic", "optimizer": "natural",
+                               "fitness_shaping": "centered-ranks"}
     assert [snes_popsize(d) for d in (2, 10, 40, 160)] == [6, 10, 16, 20]
     scales = 10.0 ** torch.linspace(0, 3, 10, dtype=T)
 
@@ -215,9 +218,12 @@ def test_the_defaults_adapt_sigma_and_reach_1e_8() -> None:
         return ((x * scales) ** 2).sum(-1)
 
     for f in (FUNCTIONS["sphere"], ellipsoid):
-        res = minimize(f, torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0)
+        res = minimize(f, torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0,
+                       estimator="sf-antithetic")
         assert res.stop == "target", (res.fun, res.n_evals)
         assert res.history[0]["evals"] == 10
+        staged = minimize(f, torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0)
+        assert staged.stop == "target" and staged.n_evals < res.n_evals / 5, (staged.n_evals, res.n_evals)
     old = minimize(FUNCTIONS["sphere"], torch.full((10,), 1.0, dtype=T), 0.5, budget=40_000, target=1e-8, seed=0,
                    estimator="auto", optimizer="adam", fitness_shaping="none")
     assert old.stop == "budget"

@@ -1,7 +1,10 @@
-"""Black-box minimisation with search gradients: an ask/tell optimiser and ``minimize``."""
+"""Black-box minimisation: the staged and quasi-Newton searches, the search-gradient optimiser, ``minimize``."""
 
 from stochgrad.optim.minimize import MinimizeResult, minimize
+from stochgrad.optim.quasi_newton import QuasiNewtonSearch
 from stochgrad.optim.search import AskTellError, DivergenceError, SearchGradient
 from stochgrad.optim.shaping import centered_ranks
+from stochgrad.optim.staged import StagedSearch
 
-__all__ = ["SearchGradient", "AskTellError", "DivergenceError", "minimize", "MinimizeResult", "centered_ranks"]
+__all__ = ["AskTellError", "DivergenceError", "MinimizeResult", "QuasiNewtonSearch", "SearchGradient", "StagedSearch",
+           "centered_ranks", "minimize"]

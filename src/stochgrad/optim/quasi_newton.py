@@ -174,6 +174,10 @@ class QuasiNewtonSearch:
         """Whether the next gradient evaluates x again (a noise sample)."""
         return self.noise > 0 or len(self.noise_samples) < 3 or self.n_gradients % 10 == 0
 
+    def first_step_evals(self) -> int:
+        """Evaluations before the first step can be taken: f(x₀) twice, one gradient with x again, one trial."""
+        return 2 + self.per_direction * self.n_directions + 1 + 1
+
     def next_evals(self) -> int:
         if self.phase == "center":
             return 2

@@ -24,11 +24,12 @@ from stochgrad.estimators.registry import estimator_names, get_spec
 from stochgrad.evaluators import Serial, make_evaluator
 from stochgrad.lab.functions import FUNCTIONS
 from stochgrad.optim.minimize import (
-    DEFAULTS,
     OPTIMIZER_NAMES,
+    SEARCH_DEFAULTS,
     MinimizeResult,
     check_first_step,
     make_search,
+    resolve_optimizer,
     stop_reason,
     take_step,
 )
@@ -36,6 +37,7 @@ from stochgrad.optim.objective import Objective, resolve_objective
 from stochgrad.optim.quasi_newton import QuasiNewtonSearch
 from stochgrad.optim.search import SearchGradient
 from stochgrad.optim.shaping import SHAPINGS
+from stochgrad.optim.staged import StagedSearch
 from stochgrad.runs import Command, option, run
 from stochgrad.runs.files import atomic_write_text, new_figure, save_figure
 
@@ -48,7 +50,9 @@ class OptimizeConfig:
                            "module:callable, batched [n, D] -> [n] (or one point [D] -> number with --per-point)")
     per_point: bool = option(False, "the module:callable takes one point [D] and returns a number")
     dim: int = option(10, "dimension D")
-    estimator: str = option(DEFAULTS["estimator"], "gradient estimator by name", choices=tuple(estimator_names()))
+    estimator: str | None = option(None, "gradient estimator by name for search-gradient steps (then the optimizer "
+                                         "defaults to natural); default: none, the staged search estimates its own",
+                                   choices=tuple(estimator_names()))
     budget: int = option(20000, "evaluations of f in total (may be raised on --resume)", resumable=True)
     popsize: int | None = option(None, "evaluations per step (default: 4 + 3 ln D, even, with natural steps; else "
                                        "2*D and at least 8; at least what the estimator needs)")
@@ -57,15 +61,18 @@ class OptimizeConfig:
     x0: float | None = option(None, "initial value of every coordinate (default: a quarter of a test function's "
                                     "domain half-width; 0 for your own function)")
     lr: float | None = option(None, "learning rate (default: sigma0; 1 with --optimizer natural)")
-    optimizer: str = option(DEFAULTS["optimizer"], "update rule: a torch optimiser (adam, sgd), natural-gradient steps that "
-                                    "also learn sigma, SNES-style, or quasi-newton (L-BFGS with a line search on "
-                                    "orthogonal central differences of the ball-smoothed f; takes no --estimator, "
-                                    "--popsize, --lr)", choices=OPTIMIZER_NAMES)
+    optimizer: str | None = option(None, "update rule: staged (default without --estimator: quasi-newton until it "
+                                         "converges, then natural), quasi-newton (L-BFGS with a line search on "
+                                         "orthogonal central differences of the ball-smoothed f), natural (default "
+                                         "with --estimator: natural-gradient steps that also learn sigma, "
+                                         "SNES-style), or a torch optimiser (adam, sgd); staged and quasi-newton "
+                                         "take no --estimator, --popsize, --lr", choices=OPTIMIZER_NAMES)
     learn_scale: bool = option(False, "learn log(sigma) from the scale gradient")
     sigma_decay: float = option(0.995, "multiply sigma by this after every step when it is not learned")
     lr_decay: float = option(1.0, "multiply the learning rate by this after every step (1: fixed)")
     min_sigma: float = option(1e-8, "lower bound on sigma")
-    fitness_shaping: str = option(DEFAULTS["fitness_shaping"], "replace f by centred ranks within each step, or "
+    fitness_shaping: str = option(SEARCH_DEFAULTS["fitness_shaping"], "replace f by centred ranks within each step "
+                                  "(search-gradient optimizers), or "
                                   "not", choices=tuple(SHAPINGS))
     target: float | None = option(None, "stop once a value <= target is seen", resumable=True)
     time_limit: float | None = option(None, "stop after this many seconds (of this session)", resumable=True)
@@ -79,7 +86,6 @@ class OptimizeConfig:
 
     def validate(self) -> None:
         self.objective()
-        get_spec(self.estimator)
         need = 2 if self.function == "rosenbrock" else 1
         if self.dim < need:
             raise InvalidArgumentError(f"dim: {self.function} needs dim >= {need}; got {self.dim}")
@@ -89,26 +95,32 @@ class OptimizeConfig:
             raise InvalidArgumentError(f"checkpoint_every: need >= 1 step; got {self.checkpoint_every}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise InvalidArgumentError(f"time_limit: must be > 0 seconds; got {self.time_limit}")
-        if self.optimizer == "quasi-newton":
-            given = [f"--{name}" for name, value in (("estimator", self.estimator != DEFAULTS["estimator"]),
-                                                     ("popsize", self.popsize is not None), ("lr", self.lr is not None))
+        if self.update_rule() in ("quasi-newton", "staged"):
+            given = [f"--{name}" for name, value in (("popsize", self.popsize is not None), ("lr", self.lr is not None))
                      if value]
             if given:
-                raise InvalidArgumentError(f"optimizer: quasi-newton estimates its own gradients; {', '.join(given)} "
-                                           "does not apply to it")
+                raise InvalidArgumentError(f"optimizer: {self.update_rule()} estimates its own gradients; "
+                                           f"{', '.join(given)} does not apply to it (it does to --optimizer natural, "
+                                           "adam or sgd)")
+        if self.estimator is not None:
+            get_spec(self.estimator)
+
+    def update_rule(self) -> str:
+        """The optimizer this run uses (see :func:`~stochgrad.optim.minimize.resolve_optimizer`)."""
+        return resolve_optimizer(self.optimizer, self.estimator)
 
     def objective(self) -> Objective:
         return resolve_objective(self.function, self.dim, self.per_point)
 
-    def make_optimizer(self) -> SearchGradient | QuasiNewtonSearch:
+    def make_optimizer(self) -> SearchGradient | QuasiNewtonSearch | StagedSearch:
         obj = self.objective()
         domain = obj.domain
         sigma0 = self.sigma0 if self.sigma0 is not None else (0.1 * domain if domain else 1.0)
         x0 = torch.full((self.dim,), float(self.x0 if self.x0 is not None else (0.25 * domain if domain else 0.0)),
                         dtype=torch.float64)
-        if self.optimizer == "quasi-newton":
-            return make_search(x0, sigma0, optimizer=self.optimizer, seed=self.seed)
-        return make_search(x0, sigma0, estimator=self.estimator, popsize=self.popsize, optimizer=self.optimizer,
+        if self.update_rule() in ("quasi-newton", "staged"):
+            return make_search(x0, sigma0, estimator=self.estimator, optimizer=self.update_rule(), seed=self.seed)
+        return make_search(x0, sigma0, estimator=self.estimator, popsize=self.popsize, optimizer=self.update_rule(),
                            lr=self.lr, learn_scale=self.learn_scale, sigma_decay=self.sigma_decay,
                            lr_decay=self.lr_decay, min_sigma=self.min_sigma, fitness_shaping=self.fitness_shaping,
                            seed=self.seed)
@@ -165,7 +177,7 @@ class OptimizeExperiment:
 
     def finish(self, run_dir: Path, rows: list[dict], stopped: str) -> None:
         c, res = self.config, self.result(rows, stopped)
-        how = c.optimizer if c.optimizer == "quasi-newton" else c.estimator
+        how = c.update_rule() if c.estimator is None else f"{c.estimator}, {c.update_rule()}"
         title = f"{c.function} D={c.dim}, {how}, seed {c.seed}"
         convergence_plot(rows, run_dir / "plots" / "convergence.png", title)
         summary = [
