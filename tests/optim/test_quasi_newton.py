@@ -196,7 +196,7 @@ def test_ask_tell_misuse_leaves_the_optimiser_unchanged() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"directions": 0}, r"directions: need 1..D = 1..3; got 0"),
     ({"directions": 4}, r"directions: need 1..D = 1..3; got 4"),
-    ({"differences": "backward"}, r"differences: choose 'central' or 'forward'; got 'backward'"),
+    ({"differences": "backward"}, r"differences: choose 'central', 'forward' or 'adaptive'; got 'backward'"),
     ({"memory": 0}, r"memory: need an integer >= 1; got 0"),
     ({"sigma_ratio": 2.0}, r"sigma_ratio: must be in \(0, 1\]; got 2.0"),
     ({"sigma_floor": 0.0}, r"sigma_floor: must be in \(0, 1\); got 0.0"),
@@ -241,7 +241,7 @@ def test_optimize_runs_quasi_newton_and_resumes(tmp_path, capsys) -> None:
 
 def test_a_deterministic_f_is_seen_as_noise_free_and_rarely_rechecked() -> None:
     f = FUNCTIONS["rosenbrock"]
-    opt = QuasiNewtonSearch(torch.zeros(4, dtype=torch.float64), 0.5, seed=0)
+    opt = QuasiNewtonSearch(torch.zeros(4, dtype=torch.float64), 0.5, seed=0, differences="central")
     sizes = []
     for _ in range(200):
         phase = opt.phase
@@ -290,3 +290,36 @@ def test_on_a_noisy_f_more_frames_are_used_near_the_minimum_and_it_beats_ranked_
     snes = minimize(f, x0, 1.0, budget=6000, estimator="sf-antithetic")
     assert max(frames) > 1 and frames[0] == 1
     assert float((qn.x ** 2).sum()) < 0.1 * float((snes.x ** 2).sum())
+
+
+def test_adaptive_differences_go_forward_where_the_predicted_bias_is_small_and_save_evaluations() -> None:
+    f = FUNCTIONS["rosenbrock"]
+    x0 = torch.zeros(10, dtype=torch.float64)
+    opt = QuasiNewtonSearch(x0, 0.5, seed=0)
+    modes = []
+    while opt.n_evals < 3000 and opt.best_f > 1e-10:
+        phase = opt.phase
+        x = opt.ask()
+        if phase == "gradient":
+            modes.append(opt.mode)
+            assert x.shape[0] in ((20 if opt.mode == "central" else 10), (21 if opt.mode == "central" else 11))
+        opt.tell(f(x))
+    assert modes[0] == "central" and modes.count("forward") > len(modes) / 2
+    assert all("central" in modes[i:i + 10] for i in range(len(modes) - 9))      # c_i refreshed every 10th
+    central = minimize(f, x0, 0.5, budget=3000, target=1e-10, optimizer="quasi-newton", differences="central")
+    assert opt.best_f <= 1e-10 and central.stop == "target" and opt.n_evals < 0.8 * central.n_evals
+
+
+def test_adaptive_differences_stay_central_on_a_noisy_f() -> None:
+    gen = torch.Generator().manual_seed(3)
+
+    def f(x):
+        return (x ** 2).sum(-1) + 0.01 * torch.randn(x.shape[0], generator=gen, dtype=x.dtype)
+
+    opt = QuasiNewtonSearch(torch.ones(4, dtype=torch.float64), 0.5, seed=0)
+    modes = []
+    for _ in range(300):
+        if opt.phase == "gradient":
+            modes.append(opt.next_differences())
+        opt.tell(f(opt.ask()))
+    assert opt.noise > 0 and set(modes) == {"central"}

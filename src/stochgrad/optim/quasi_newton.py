@@ -61,8 +61,11 @@ class QuasiNewtonSearch:
       sigma0: initial smoothing radius and restart scale, > 0 (the scale of the region to search).
       directions: directions per frame, 1..D (default D: exact for quadratics; fewer make ĝ an unbiased
         but noisy estimate with variance (D/n − 1)‖∇f‖² on linear f).
-      differences: ``"central"`` (2 evaluations per direction, exact for quadratics) or ``"forward"`` (1, against
-        f(x); error of order σ‖∇²f‖).
+      differences: ``"central"`` (2 evaluations per direction, exact for quadratics), ``"forward"`` (1, against
+        f(x); error (σ/2)·Σ c_i u_i, of order σ‖∇²f‖), or ``"adaptive"`` (default): forward while that error,
+        predicted from the curvatures c_i of the last central gradient, is below 0.1% of ‖ĝ‖ and f shows no
+        noise (forward differences carry 4× the noise variance at half the evaluations), central otherwise and
+        on every 10th gradient (to refresh the c_i).
       memory: L-BFGS pairs kept.
       sigma_ratio: κ, σ after a step is at least κ times its length (within [σ_floor, σ₀]).
       sigma_floor: relative floor of σ (times 1 + ‖x‖∞).
@@ -80,8 +83,9 @@ class QuasiNewtonSearch:
     estimator_name = "ball-orthogonal"
     NORM_TEST = 0.5
     NOISE_WINDOW = 20
+    FORWARD_BIAS = 1e-3
 
-    def __init__(self, x0: Tensor, sigma0: float, directions: int | None = None, differences: str = "central",
+    def __init__(self, x0: Tensor, sigma0: float, directions: int | None = None, differences: str = "adaptive",
                  memory: int = 1000, sigma_ratio: float = 1e-6, sigma_floor: float = 1e-9, max_trials: int = 30,
                  patience: int = 30, max_frames: int = 64, maximize: bool = False, seed: int = 0,
                  dtype: torch.dtype = torch.float64) -> None:
@@ -94,8 +98,8 @@ class QuasiNewtonSearch:
         if not (sigma0 > 0 and math.isfinite(sigma0)):
             raise InvalidArgumentError(f"sigma0: must be positive and finite; got {sigma0!r}")
         self.dim = x0.numel()
-        if differences not in ("central", "forward"):
-            raise InvalidArgumentError(f"differences: choose 'central' or 'forward'; got {differences!r}")
+        if differences not in ("central", "forward", "adaptive"):
+            raise InvalidArgumentError(f"differences: choose 'central', 'forward' or 'adaptive'; got {differences!r}")
         directions = self.dim if directions is None else directions
         if not 1 <= directions <= self.dim:
             raise InvalidArgumentError(f"directions: need 1..D = 1..{self.dim}; got {directions}")
@@ -110,13 +114,15 @@ class QuasiNewtonSearch:
         self.x0, self.sigma0, self.n_directions, self.differences = x0, sigma0, directions, differences
         self.sigma_ratio, self.sigma_floor, self.max_trials, self.patience = sigma_ratio, sigma_floor, max_trials, patience
         self.max_frames, self.maximize, self.dtype = max_frames, maximize, dtype
-        self.per_direction = 2 if differences == "central" else 1
-        self.popsize = self.per_direction * directions + 1
+        self.popsize = (1 if differences == "forward" else 2) * directions + 1
+        self.curvature_norm = math.inf          # ‖c‖ of the last central gradient (forward bias = σ/2 of it)
+        self.since_central = 0
         self.memory = LBFGSMemory(memory)
         self.generator = torch.Generator().manual_seed(seed)
         self.n_evals = self.n_steps = self.restarts = self.n_gradients = 0
         self.best_f = -math.inf if maximize else math.inf
         self.best_x = x0.clone()
+        self.mode = "central"
         self.noise_samples: list[tuple[float, float]] = []     # ((f₁ − f₂)²/2, (f₁ + f₂)/2)
         self.frames = 1
         self._start(x0, sigma0)
@@ -176,13 +182,22 @@ class QuasiNewtonSearch:
 
     def first_step_evals(self) -> int:
         """Evaluations before the first step can be taken: f(x₀) twice, one gradient with x again, one trial."""
-        return 2 + self.per_direction * self.n_directions + 1 + 1
+        return 2 + (1 if self.differences == "forward" else 2) * self.n_directions + 1 + 1
+
+    def next_differences(self) -> str:
+        """"central" or "forward": what the next gradient uses."""
+        if self.differences != "adaptive":
+            return self.differences
+        if self.noise > 0 or self.since_central >= 9 or self.g is None:
+            return "central"
+        return "forward" if 0.5 * self.sigma * self.curvature_norm < self.FORWARD_BIAS * float(self.g.norm()) else "central"
 
     def next_evals(self) -> int:
         if self.phase == "center":
             return 2
         if self.phase == "gradient":
-            return self.frames * self.per_direction * self.n_directions + int(self.recheck())
+            per = 2 if self.next_differences() == "central" else 1
+            return self.frames * per * self.n_directions + int(self.recheck())
         return 1
 
     # -- ask / tell -----------------------------------------------------------------------------------
@@ -194,7 +209,8 @@ class QuasiNewtonSearch:
             points = self.x.expand(2, -1).clone()
         elif self.phase == "gradient":
             self.dirs = orthogonal_directions(self.dim, self.frames * self.n_directions, self.generator, self.dtype)
-            make = antithetic_points if self.differences == "central" else forward_points
+            self.mode = self.next_differences()
+            make = antithetic_points if self.mode == "central" else forward_points
             points = make(self.x, self.sigma, self.dirs)
             if self.recheck():
                 points = torch.cat([points, self.x[None]])
@@ -231,18 +247,23 @@ class QuasiNewtonSearch:
 
     def _gradient(self, values: Tensor) -> None:
         self.n_gradients += 1
-        if values.shape[0] > self.dirs.shape[0] * self.per_direction:
+        central = self.mode == "central"
+        if values.shape[0] > self.dirs.shape[0] * (2 if central else 1):
             self._noise_sample(self.fx, float(values[-1]))
             self.fx = float(values[-1])                # a fresh value at x: no selection bias from the line search
             values = values[:-1]
-        if self.differences == "central":
+        if central:
             est = ball_gradient(values, self.sigma, self.dirs, self.fx)
+            self.curvature_norm = float(est.curvature.norm()) * math.sqrt(self.n_directions / self.dirs.shape[0])
+            self.since_central = 0
         else:
             est = forward_ball_gradient(values, self.sigma, self.dirs, self.fx)
         g = est.grad
         eps = self.noise
         n = self.dirs.shape[0]
-        spread = 2.0 if self.differences == "central" else 0.5      # δ_i's noise variance: ε²/(2σ²) or 2ε²/σ²
+        if not central:
+            self.since_central += 1
+        spread = 2.0 if central else 0.5      # δ_i's noise variance: ε²/(2σ²) or 2ε²/σ²
         self.g_noise = self.dim * self.dim / n * eps ** 2 / (spread * self.sigma ** 2)
         if self.g_prev is not None and self.s_prev is not None:
             y = g - self.g_prev
@@ -341,7 +362,7 @@ class QuasiNewtonSearch:
     # -- checkpoints --------------------------------------------------------------------------------------
     _STATE = ("x", "fx", "sigma", "phase", "g", "g_prev", "g_noise", "g_noise_prev", "s_prev", "d", "alpha",
               "trials", "expanding", "line_best", "mean_curvature", "restart_best", "since_improved", "frames",
-              "n_gradients", "n_evals", "n_steps", "restarts", "best_f", "best_x")
+              "curvature_norm", "since_central", "mode", "n_gradients", "n_evals", "n_steps", "restarts", "best_f", "best_x")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (take it after ``tell``)."""
