@@ -86,7 +86,7 @@ class QuasiNewtonSearch:
     FORWARD_BIAS = 1e-3
 
     def __init__(self, x0: Tensor, sigma0: float, directions: int | None = None, differences: str = "adaptive",
-                 memory: int = 1000, sigma_ratio: float = 1e-6, sigma_floor: float = 1e-9, max_trials: int = 30,
+                 memory: int = 100, sigma_ratio: float = 1e-6, sigma_floor: float = 1e-9, max_trials: int = 30,
                  patience: int = 30, max_frames: int = 64, maximize: bool = False, seed: int = 0,
                  dtype: torch.dtype = torch.float64) -> None:
         x0 = torch.as_tensor(x0, dtype=dtype).detach().clone()

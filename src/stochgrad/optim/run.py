@@ -54,8 +54,9 @@ class OptimizeConfig:
                                          "defaults to natural); default: none, the staged search estimates its own",
                                    choices=tuple(estimator_names()))
     budget: int = option(20000, "evaluations of f in total (may be raised on --resume)", resumable=True)
-    popsize: int | None = option(None, "evaluations per step (default: 4 + 3 ln D, even, with natural steps; else "
-                                       "2*D and at least 8; at least what the estimator needs)")
+    popsize: int | None = option(None, "evaluations per step of a search-gradient optimizer (default: 4 + 3 ln D, "
+                                       "even, with natural steps; else 2*D and at least 8; at least what the "
+                                       "estimator needs)")
     sigma0: float | None = option(None, "initial search scale (default: 0.1 x a test function's domain "
                                         "half-width; 1 for your own function)")
     x0: float | None = option(None, "initial value of every coordinate (default: a quarter of a test function's "
@@ -67,10 +68,12 @@ class OptimizeConfig:
                                          "with --estimator: natural-gradient steps that also learn sigma, "
                                          "SNES-style), or a torch optimiser (adam, sgd); staged and quasi-newton "
                                          "take no --estimator, --popsize, --lr", choices=OPTIMIZER_NAMES)
-    learn_scale: bool = option(False, "learn log(sigma) from the scale gradient")
-    sigma_decay: float = option(0.995, "multiply sigma by this after every step when it is not learned")
-    lr_decay: float = option(1.0, "multiply the learning rate by this after every step (1: fixed)")
-    min_sigma: float = option(1e-8, "lower bound on sigma")
+    learn_scale: bool = option(False, "learn log(sigma) from the scale gradient (adam, sgd)")
+    sigma_decay: float = option(0.995, "multiply sigma by this after every step when it is not learned "
+                                       "(adam, sgd)")
+    lr_decay: float = option(1.0, "multiply the learning rate by this after every step (1: fixed; "
+                                    "search-gradient optimizers)")
+    min_sigma: float = option(1e-8, "lower bound on sigma (search-gradient optimizers)")
     fitness_shaping: str = option(SEARCH_DEFAULTS["fitness_shaping"], "replace f by centred ranks within each step "
                                   "(search-gradient optimizers), or "
                                   "not", choices=tuple(SHAPINGS))
