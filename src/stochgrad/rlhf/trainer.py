@@ -18,6 +18,8 @@ With ``estimator="es"`` (or ``"es-lowrank"``) a step is one population of evolut
 space instead (:mod:`stochgrad.rlhf.es`): ``population`` members θ ± σε complete the same prompts, and the
 estimate goes into ``.grad`` for the same optimiser; the run directory, checkpoints and resume are the same (the
 ES state is the run's generator).
+With ``evaluator="ray"`` the members run on Ray workers that each hold the model and
+keep θ in step with this process from the seeds (:mod:`stochgrad.rlhf.es.remote`); the numbers are the same.
 
 All input is checked (model, prompts, reward, estimator options) before anything is written. ``resume=True``
 cuts the JSON lines back to the checkpoint's step and continues with the same weights, optimiser state and
@@ -49,12 +51,15 @@ from stochgrad.rlhf.estimators import (
     estimator_config,
 )
 from stochgrad.rlhf.es.step import es_step, make_noise
-from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config
+from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config, pair_weights
 from stochgrad.rlhf.kl import KL_ESTIMATORS
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
 from stochgrad.runs import Command, option, run
 from stochgrad.runs.files import append_jsonl, atomic_write_text, new_figure, read_jsonl, save_figure
+
+#: Where ``--estimator es`` evaluates its members: this process, or Ray workers (:mod:`stochgrad.rlhf.es.remote`).
+ES_EVALUATORS: tuple[str, ...] = ("serial", "ray")
 
 
 @dataclass
@@ -88,6 +93,13 @@ class TrainConfig:
     es_shaping: str = option("centred-ranks", "es: fitness shaping per population", choices=SHAPINGS)
     device: str = option("cpu", "where the model and the noise live ('cpu', 'cuda', 'cuda:1', ...)",
                          resumable=True)
+    evaluator: str = option("serial", "es: where the population members run: this process, or Ray workers that "
+                                      "hold the model (only seeds and rewards travel)", choices=ES_EVALUATORS,
+                            resumable=True)
+    workers: int | None = option(None, "es with --evaluator ray: worker actors (default: the cluster's CPUs; a "
+                                       "local cluster gets this many CPUs)", resumable=True)
+    ray_address: str | None = option(None, "es: join a Ray cluster ('auto' = the running one); implies "
+                                           "--evaluator ray", resumable=True)
     prompts: str = option("demo", "a text file with one prompt per line, or 'demo'")
     completions_per_step: int = option(32, "sampled completions per update, a multiple of k")
     steps: int = option(100, "updates (may be raised on --resume)", resumable=True)
@@ -106,6 +118,11 @@ class TrainConfig:
     @property
     def is_es(self) -> bool:
         return self.estimator in ES_ESTIMATORS
+
+    @property
+    def on_ray(self) -> bool:
+        """Whether the ES members run on Ray workers (``--evaluator ray`` or a ``--ray-address``)."""
+        return self.evaluator == "ray" or self.ray_address is not None
 
     def es_config(self) -> EsConfig:
         """The ES options of ``--estimator es``/``es-lowrank``, validated (β defaults to 0: no reference)."""
@@ -136,6 +153,23 @@ class TrainConfig:
                                        f"{self.device!r}")
         if not self.model:
             raise InvalidArgumentError("model: give the directory (or hub id) of a causal LM")
+        if self.evaluator not in ES_EVALUATORS:
+            raise InvalidArgumentError(f"evaluator: got {self.evaluator!r}; choose one of {list(ES_EVALUATORS)}")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
+                                         or self.workers < 1):
+            raise InvalidArgumentError(f"workers: need an integer >= 1; got {self.workers!r}")
+        if self.on_ray:
+            if not self.is_es:
+                raise InvalidArgumentError(f"evaluator: Ray workers evaluate ES population members; --estimator "
+                                           f"{self.estimator} runs in this process (leave out --evaluator ray and "
+                                           "--ray-address)")
+            if self.device.split(":")[0] != "cpu":
+                raise InvalidArgumentError(f"device: the Ray workers evaluate members on their CPUs, and the noise "
+                                           f"drawn on {self.device!r} differs from the CPU's; use --device cpu with "
+                                           "--evaluator ray")
+        elif self.workers is not None:
+            raise InvalidArgumentError(f"workers: only with --evaluator ray; got workers={self.workers} with "
+                                       f"evaluator={self.evaluator!r}")
         for name in ("steps", "completions_per_step", "checkpoint_every", "sample_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -223,7 +257,8 @@ class TrainResult:
 class _Run:
     """The state of one run: policy, reference, optimiser, estimator, generator, counters."""
 
-    def __init__(self, config: TrainConfig, policy: Policy, reward_fn: RewardFunction, prompts: list[str]) -> None:
+    def __init__(self, config: TrainConfig, policy: Policy, reward_fn: RewardFunction, prompts: list[str],
+                 remote_reward: str | RewardFunction | None = None) -> None:
         self.config, self.policy, self.reward_fn, self.prompts = config, policy, reward_fn, prompts
         self.est_config = config.es_config() if config.is_es else config.estimator_config()
         self.estimator = None if config.is_es else PolicyGradient(self.est_config)
@@ -233,6 +268,35 @@ class _Run:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.samples_seen = 0
+        self.ray = self.remote = None
+        if config.is_es and config.on_ray:
+            self._start_ray(config.reward if remote_reward is None else remote_reward)
+
+    def _start_ray(self, reward: str | RewardFunction) -> None:
+        from stochgrad.evaluators import make_evaluator
+        from stochgrad.rlhf.es.remote import RayPopulation, WorkerSpec
+
+        cfg, policy = self.config, self.policy
+        spec = WorkerSpec(model=cfg.model, sampling={"temperature": policy.temperature, "top_k": policy.top_k,
+                                                     "max_new_tokens": policy.max_new_tokens},
+                          config=self.est_config, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm, reward=reward,
+                          reward_label=cfg.reward_label, local_files_only=cfg.local_files_only,
+                          threads=cfg.threads or 1)
+        self.ray = make_evaluator("ray", workers=cfg.workers, ray_address=cfg.ray_address)
+        try:
+            self.remote = RayPopulation(self.ray, spec, policy, self.optimizer, workers=cfg.workers)
+        except BaseException:
+            self.ray.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the Ray workers (and a local cluster started for this run)."""
+        if self.remote is not None:
+            self.remote.close()
+            self.remote = None
+        if self.ray is not None:
+            self.ray.close()
+            self.ray = None
 
     def state_dict(self) -> dict:
         return {"model": self.policy.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -287,14 +351,19 @@ class _Run:
         t0, c0 = time.perf_counter(), time.process_time()
         prompts = self._pick_prompts(cfg.completions_per_step // est.population)
         self.optimizer.zero_grad(set_to_none=True)
-        out = es_step(self.policy, self.reference, self.reward_fn, prompts, est, self.noise, self.generator)
+        out = es_step(self.policy, self.reference, self.reward_fn, prompts, est, self.noise, self.generator,
+                      evaluate=self.remote)
         grad_norm = self._clip_and_step()
+        if self.remote is not None:
+            self.remote.stage_update(out.seeds, pair_weights(out.shaped))
         self.step += 1
         self.samples_seen += out.rewards.numel()
         rewards, lengths = out.rewards.flatten(), out.lengths.flatten().float()
         record = {**self._record(rewards, lengths, out.kl, out.kl_k3, out.fitness, out.truncated,
                                  -float(out.fitness.mean()), grad_norm, t0, c0),
                   "fitness_std": float(out.fitness.std())}
+        if self.remote is not None:
+            record["resyncs"] = self.remote.resyncs
         samples = []
         if self.step % cfg.sample_every == 0 or self.step == 1:
             first = out.first
@@ -360,10 +429,11 @@ class TrainExperiment:
                                             max_new_tokens=config.max_new_tokens)
             policy.model.to(_device(config.device))
             policy.encode(prompt_list)   # every prompt tokenizes and fits, before anything is written
+            remote_reward = reward_fn     # a reward object given by the caller travels to Ray workers as it is
             if reward_fn is None:
                 reward_fn = make_reward(config.reward, label=config.reward_label,
                                         local_files_only=config.local_files_only)
-            self.run = _Run(config, policy, reward_fn, prompt_list)
+            self.run = _Run(config, policy, reward_fn, prompt_list, remote_reward)
         except BaseException:
             self.stack.close()
             raise
@@ -399,7 +469,10 @@ class TrainExperiment:
         finish(run_dir, self.config, rows, self.run.policy)
 
     def close(self) -> None:
-        self.stack.close()
+        try:
+            self.run.close()
+        finally:
+            self.stack.close()
 
 
 RLHF_TRAIN = Command("rlhf train", TrainConfig, TrainExperiment)

@@ -10,6 +10,7 @@ through :meth:`~stochgrad.rlhf.policy.Policy.with_parameters`: the model's own t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,50 +64,105 @@ class EsStep:
     first: Rollout
 
 
+@dataclass
+class MemberResult:
+    """What one member's evaluation returns (all ``[m]``, on the CPU; small enough to cross a wire).
+
+    Attributes:
+      rewards: the reward of each of the m completions (float64).
+      kl: Σ_t k1 per completion to the reference (0 if β = 0).
+      kl_k3: Σ_t k3 per completion (0 if β = 0).
+      lengths: completion lengths in tokens.
+      truncated: True where no end token was sampled.
+      rollout: the member's rollout when it was asked for (member 0, for logging samples), else None.
+    """
+
+    rewards: Tensor
+    kl: Tensor
+    kl_k3: Tensor
+    lengths: Tensor
+    truncated: Tensor
+    rollout: Rollout | None = None
+
+
+#: A member: (pair seed of its noise, sampling seed of its pair, sign +1.0 or −1.0).
+Member = tuple[int, int, float]
+
+
+def member_policy(policy: Policy, names: list[str], params: list[Tensor], noise: SeededNoise, seed: int,
+                  scale: float) -> Policy:
+    """The policy at θ + scale·ε(seed), as a view that never writes ``policy``'s weights."""
+    return policy.with_parameters(dict(zip(names, perturbed(params, noise, seed, scale))))
+
+
+def evaluate_member(policy: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
+                    config: EsConfig, noise: SeededNoise, member: Member, keep_rollout: bool = False,
+                    ) -> MemberResult:
+    """Sample one completion of each prompt from member θ + sign·σ·ε(seed) and score it (weights untouched).
+
+    The sampler starts from the pair's sampling seed, so both members of a pair see the same random numbers.
+    """
+    seed, sample_seed, sign = member
+    names, params = trainable(policy)
+    view = member_policy(policy, names, params, noise, seed, sign * config.sigma)
+    rollout = view.sample(prompts, 1, torch.Generator().manual_seed(sample_seed))
+    r = evaluate_rewards(reward_fn, rollout.prompts, rollout.completions).double()
+    kl = k3 = torch.zeros_like(r)
+    if config.beta > 0:
+        with torch.no_grad():
+            ratio = (view.token_log_probs(rollout) - reference.token_log_probs(rollout)).double()
+        m = rollout.completion_mask.to(ratio.dtype)
+        kl = (ratio * m).sum(1).cpu()
+        k3 = ((torch.expm1(-ratio) + ratio) * m).sum(1).cpu()
+    return MemberResult(r, kl, k3, rollout.lengths.cpu(), rollout.truncated.cpu(),
+                        rollout if keep_rollout else None)
+
+
+def population(config: EsConfig, generator: torch.Generator) -> tuple[list[int], list[Member]]:
+    """The M pair seeds and the N members (pair 0 +, pair 0 −, pair 1 +, …) of one population, drawn from
+    ``generator``."""
+    seeds = torch.randint(_SEED_HIGH, (config.pairs,), generator=generator).tolist()
+    sample_seeds = torch.randint(_SEED_HIGH, (config.pairs,), generator=generator).tolist()
+    return seeds, [(s, t, sign) for s, t in zip(seeds, sample_seeds) for sign in (1.0, -1.0)]
+
+
+#: Evaluates members somewhere: ``(prompts, members) -> [MemberResult]`` in the members' order, the first with
+#: its rollout. :func:`es_step` evaluates them in this process when none is given.
+MemberEvaluator = Callable[[list[str], list[Member]], list[MemberResult]]
+
+
 def es_step(policy: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
-            config: EsConfig, noise: SeededNoise, generator: torch.Generator) -> EsStep:
+            config: EsConfig, noise: SeededNoise, generator: torch.Generator,
+            evaluate: MemberEvaluator | None = None) -> EsStep:
     """Evaluate one population on ``prompts`` (one completion of each per member) and set ``.grad``.
 
     Args:
       policy: the policy at θ; its weights are read, never written (only ``.grad`` is set).
-      reference: π_ref, needed when ``config.beta > 0``.
+      reference: π_ref, needed when ``config.beta > 0`` and the members are evaluated here.
       reward_fn: the black-box reward.
       prompts: the m prompts every member completes.
       config: the ES options.
       noise: :func:`make_noise` of ``policy``.
       generator: a CPU generator; the pair seeds come from it (its state is the whole ES state).
+      evaluate: where the members run (:class:`stochgrad.rlhf.es.remote.RayPopulation` evaluates them on Ray
+        workers); default: here, one after the other. The numbers are the same either way.
     Returns:
       :class:`EsStep`.
     """
     cfg = config.validate()
-    if cfg.beta > 0 and reference is None:
+    if cfg.beta > 0 and reference is None and evaluate is None:
         raise InvalidArgumentError(f"reference: β = {cfg.beta} > 0 needs the reference policy")
-    names, params = trainable(policy)
-    seeds = torch.randint(_SEED_HIGH, (cfg.pairs,), generator=generator).tolist()
-    sample_seeds = torch.randint(_SEED_HIGH, (cfg.pairs,), generator=generator).tolist()
-    rewards, kls, k3s, lengths, truncated, first = [], [], [], [], [], None
-    for seed, sample_seed in zip(seeds, sample_seeds):
-        for sign in (1.0, -1.0):
-            member = policy.with_parameters(dict(zip(names, perturbed(params, noise, seed, sign * cfg.sigma))))
-            rollout = member.sample(prompts, 1, torch.Generator().manual_seed(sample_seed))
-            r = evaluate_rewards(reward_fn, rollout.prompts, rollout.completions).double()
-            kl = k3 = torch.zeros_like(r)
-            if cfg.beta > 0:
-                with torch.no_grad():
-                    ratio = (member.token_log_probs(rollout) - reference.token_log_probs(rollout)).double()
-                m = rollout.completion_mask.to(ratio.dtype)
-                kl = (ratio * m).sum(1).cpu()
-                k3 = ((torch.expm1(-ratio) + ratio) * m).sum(1).cpu()
-            rewards.append(r)
-            kls.append(kl)
-            k3s.append(k3)
-            lengths.append(rollout.lengths.cpu())
-            truncated.append(rollout.truncated.cpu())
-            if first is None:
-                first = rollout
-    rewards_t, kl_t = torch.stack(rewards), torch.stack(kls)
+    _, params = trainable(policy)
+    seeds, members = population(cfg, generator)
+    if evaluate is None:
+        results = [evaluate_member(policy, reference, reward_fn, prompts, cfg, noise, m, keep_rollout=i == 0)
+                   for i, m in enumerate(members)]
+    else:
+        results = evaluate(prompts, members)
+    rewards_t, kl_t = torch.stack([r.rewards for r in results]), torch.stack([r.kl for r in results])
     fitness = rewards_t.mean(1) - cfg.beta * kl_t.mean(1)
     shaped = shape_fitness(fitness, cfg.shaping, cfg.std_eps)
     write_gradient(params, noise, seeds, pair_weights(shaped), cfg.sigma, cfg.population)
-    return EsStep(fitness, shaped, rewards_t, kl_t, torch.stack(k3s), torch.stack(lengths),
-                  torch.stack(truncated), seeds, first)
+    return EsStep(fitness, shaped, rewards_t, kl_t, torch.stack([r.kl_k3 for r in results]),
+                  torch.stack([r.lengths for r in results]), torch.stack([r.truncated for r in results]),
+                  seeds, results[0].rollout)
