@@ -51,7 +51,7 @@ from stochgrad.rlhf.estimators import (
     estimator_config,
 )
 from stochgrad.rlhf.es.step import es_step, make_noise
-from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config, pair_weights
+from stochgrad.rlhf.es.update import ES_ESTIMATORS, LOWRANK_APPLY, SHAPINGS, EsConfig, es_config, pair_weights
 from stochgrad.rlhf.kl import KL_ESTIMATORS
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, evaluate_rewards, make_reward
@@ -91,6 +91,9 @@ class TrainConfig:
     sigma: float = option(1e-3, "es: perturbation scale σ in weight units")
     rank: int | None = option(None, "es-lowrank: rank r of the A·Bᵀ noise per weight matrix (default 1)")
     es_shaping: str = option("centred-ranks", "es: fitness shaping per population", choices=SHAPINGS)
+    lowrank_apply: str | None = option(None, "es-lowrank: add x·B·Aᵀ to the layers' outputs ('activations', the "
+                                             "default; no perturbed matrix is formed) or perturb the matrices "
+                                             "('weights')", choices=LOWRANK_APPLY)
     device: str = option("cpu", "where the model and the noise live ('cpu', 'cuda', 'cuda:1', ...)",
                          resumable=True)
     evaluator: str = option("serial", "es: where the population members run: this process, or Ray workers that "
@@ -131,7 +134,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 raise InvalidArgumentError(f"{name}: an option of the action-space estimators; --estimator "
                                            f"{self.estimator} does not use it (leave it out)")
-        return es_config(self.estimator, self.population, self.sigma, self.rank, self.es_shaping, self.beta)
+        return es_config(self.estimator, self.population, self.sigma, self.rank, self.es_shaping, self.beta,
+                         self.lowrank_apply)
 
     def describe(self) -> str:
         """The estimator's choices in one line."""

@@ -2,6 +2,8 @@
 
 - :mod:`~stochgrad.rlhf.es.noise`: a member is a seed; noise per tensor from (seed, tensor index);
 - :mod:`~stochgrad.rlhf.es.update`: :class:`EsConfig`, fitness shaping, the gradient written into ``.grad``;
+- :mod:`~stochgrad.rlhf.es.lowrank`: low-rank members as a correction of the layers' outputs (x·B·Aᵀ);
+- :mod:`~stochgrad.rlhf.es.remote`: members on Ray workers that hold the model;
 - :mod:`~stochgrad.rlhf.es.step`: one population on a :class:`~stochgrad.rlhf.policy.Policy`, evaluated
   without touching its weights.
 
@@ -12,6 +14,7 @@ from stochgrad.rlhf.es.noise import SeededNoise, splitmix64, tensor_seed
 from stochgrad.rlhf.es.step import EsStep, es_step, make_noise, trainable
 from stochgrad.rlhf.es.update import (
     ES_ESTIMATORS,
+    LOWRANK_APPLY,
     SHAPINGS,
     EsConfig,
     es_config,
@@ -21,5 +24,5 @@ from stochgrad.rlhf.es.update import (
     write_gradient,
 )
 
-__all__ = ["ES_ESTIMATORS", "SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_config", "es_step", "make_noise",
+__all__ = ["ES_ESTIMATORS", "LOWRANK_APPLY", "SHAPINGS", "EsConfig", "EsStep", "SeededNoise", "es_config", "es_step", "make_noise",
            "pair_weights", "perturbed", "shape_fitness", "splitmix64", "tensor_seed", "trainable", "write_gradient"]

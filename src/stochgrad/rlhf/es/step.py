@@ -10,6 +10,7 @@ through :meth:`~stochgrad.rlhf.policy.Policy.with_parameters`: the model's own t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.errors import InvalidArgumentError
+from stochgrad.rlhf.es.lowrank import ActivationMember, activation_uses
 from stochgrad.rlhf.es.noise import SeededNoise
 from stochgrad.rlhf.es.update import EsConfig, pair_weights, perturbed, shape_fitness, write_gradient
 from stochgrad.rlhf.policy import Policy, Rollout
@@ -90,9 +92,25 @@ Member = tuple[int, int, float]
 
 
 def member_policy(policy: Policy, names: list[str], params: list[Tensor], noise: SeededNoise, seed: int,
-                  scale: float) -> Policy:
-    """The policy at θ + scale·ε(seed), as a view that never writes ``policy``'s weights."""
-    return policy.with_parameters(dict(zip(names, perturbed(params, noise, seed, scale))))
+                  scale: float, lowrank_apply: str = "activations") -> Policy:
+    """The policy at θ + scale·ε(seed), as a view that never writes ``policy``'s weights.
+
+    With low-rank noise and ``lowrank_apply="activations"``, the matrices of ``nn.Linear``, GPT-2 ``Conv1D`` and
+    ``nn.Embedding`` layers are perturbed in activation space (:mod:`stochgrad.rlhf.es.lowrank`); every other
+    tensor, and every tensor with ``"weights"``, as the perturbed tensor θ_i + scale·ε_i.
+    """
+    uses = activation_uses(policy.model, params, noise) if noise.rank and lowrank_apply == "activations" else {}
+    if not uses:
+        return policy.with_parameters(dict(zip(names, perturbed(params, noise, seed, scale))))
+    values, factors = {}, {}
+    for i, (name, p) in enumerate(zip(names, params)):
+        if i in uses:
+            factors[i] = noise.factors(seed, i)
+        else:
+            values[name] = (p.detach().float() + scale * noise.noise(seed, i)).to(p.dtype)
+    view = copy.copy(policy)
+    view.model = ActivationMember(policy.model, values, uses, factors, scale / noise.rank ** 0.5)
+    return view
 
 
 def evaluate_member(policy: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
@@ -104,7 +122,7 @@ def evaluate_member(policy: Policy, reference: Policy | None, reward_fn: RewardF
     """
     seed, sample_seed, sign = member
     names, params = trainable(policy)
-    view = member_policy(policy, names, params, noise, seed, sign * config.sigma)
+    view = member_policy(policy, names, params, noise, seed, sign * config.sigma, config.lowrank_apply)
     rollout = view.sample(prompts, 1, torch.Generator().manual_seed(sample_seed))
     r = evaluate_rewards(reward_fn, rollout.prompts, rollout.completions).double()
     kl = k3 = torch.zeros_like(r)

@@ -25,6 +25,10 @@ from stochgrad.rlhf.es.noise import SeededNoise
 
 SHAPINGS: tuple[str, ...] = ("centred-ranks", "z-score", "none")
 
+#: How low-rank members are formed: as a rank-r term added to the layers' outputs (x·B·Aᵀ; the perturbed matrix is
+#: never formed, where the layer allows) or as perturbed weight matrices θ + σ·A·Bᵀ/√r.
+LOWRANK_APPLY: tuple[str, ...] = ("activations", "weights")
+
 
 @dataclass(frozen=True)
 class EsConfig:
@@ -37,6 +41,8 @@ class EsConfig:
       shaping: one of :data:`SHAPINGS`, applied to the N fitnesses of a population.
       beta: KL coefficient β ≥ 0; each member's fitness is its mean reward minus β·(mean Σ_t k1 to π_ref).
       std_eps: added to the standard deviation of the z-score.
+      lowrank_apply: one of :data:`LOWRANK_APPLY` (low rank only): the same members, computed as a correction of
+        the layers' outputs (no perturbed matrix in memory) or as perturbed matrices.
     """
 
     population: int = 8
@@ -45,6 +51,7 @@ class EsConfig:
     shaping: str = "centred-ranks"
     beta: float = 0.0
     std_eps: float = 1e-8
+    lowrank_apply: str = "activations"
 
     def validate(self) -> EsConfig:
         """Check every option; raise an error naming the option otherwise. Returns self."""
@@ -58,6 +65,9 @@ class EsConfig:
             raise InvalidArgumentError(f"rank: need an integer >= 0 (0 = full-rank noise); got {self.rank!r}")
         if self.shaping not in SHAPINGS:
             raise InvalidArgumentError(f"es_shaping: got {self.shaping!r}; choose one of {list(SHAPINGS)}")
+        if self.lowrank_apply not in LOWRANK_APPLY:
+            raise InvalidArgumentError(f"lowrank_apply: got {self.lowrank_apply!r}; choose one of "
+                                       f"{list(LOWRANK_APPLY)}")
         if not (self.beta >= 0):
             raise InvalidArgumentError(f"beta: need a KL coefficient >= 0; got {self.beta!r}")
         return self
@@ -68,7 +78,7 @@ class EsConfig:
 
     def describe(self) -> str:
         """A one-line summary, e.g. ``population=8 σ=0.001 rank=full centred-ranks β=0``."""
-        rank = self.rank if self.rank else "full"
+        rank = f"{self.rank} ({self.lowrank_apply})" if self.rank else "full"
         return f"population={self.population} σ={self.sigma:g} rank={rank} {self.shaping} β={self.beta:g}"
 
 
@@ -77,9 +87,11 @@ ES_ESTIMATORS: tuple[str, ...] = ("es", "es-lowrank")
 
 
 def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | None = None,
-              shaping: str = "centred-ranks", beta: float | None = None) -> EsConfig:
-    """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` must be left out) or
-    ``es-lowrank`` (``rank`` defaults to 1), validated; ``beta=None`` means 0.
+              shaping: str = "centred-ranks", beta: float | None = None,
+              lowrank_apply: str | None = None) -> EsConfig:
+    """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` and ``lowrank_apply`` must be left
+    out) or ``es-lowrank`` (``rank`` defaults to 1, ``lowrank_apply`` to ``"activations"``), validated;
+    ``beta=None`` means 0.
 
     Raises:
       InvalidArgumentError / BudgetError: naming the option.
@@ -89,11 +101,15 @@ def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | N
     if name == "es" and rank is not None:
         raise InvalidArgumentError(f"rank: --estimator es uses full-rank noise; got rank={rank!r} "
                                    "(use --estimator es-lowrank --rank R)")
+    if name == "es" and lowrank_apply is not None:
+        raise InvalidArgumentError(f"lowrank_apply: --estimator es uses full-rank noise; got "
+                                   f"lowrank_apply={lowrank_apply!r} (use --estimator es-lowrank)")
     rank = 0 if name == "es" else (1 if rank is None else rank)
     if name == "es-lowrank" and not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1):
         raise InvalidArgumentError(f"rank: es-lowrank needs a rank >= 1; got {rank!r}")
     return EsConfig(population=population, sigma=sigma, rank=rank, shaping=shaping,
-                    beta=0.0 if beta is None else beta).validate()
+                    beta=0.0 if beta is None else beta,
+                    lowrank_apply="activations" if lowrank_apply is None else lowrank_apply).validate()
 
 
 def shape_fitness(fitness: Tensor, how: str, std_eps: float = 1e-8) -> Tensor:
