@@ -123,10 +123,17 @@ def evaluate_member(policy: Policy, reference: Policy | None, reward_fn: RewardF
     seed, sample_seed, sign = member
     names, params = trainable(policy)
     view = member_policy(policy, names, params, noise, seed, sign * config.sigma, config.lowrank_apply)
+    return score_member(view, reference, reward_fn, prompts, config.beta, sample_seed, keep_rollout)
+
+
+def score_member(view: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
+                 beta: float, sample_seed: int, keep_rollout: bool = False) -> MemberResult:
+    """One completion of each prompt from the member ``view`` (sampler started from ``sample_seed``), its rewards
+    and, for β > 0, its KL to ``reference`` per completion."""
     rollout = view.sample(prompts, 1, torch.Generator().manual_seed(sample_seed))
     r = evaluate_rewards(reward_fn, rollout.prompts, rollout.completions).double()
     kl = k3 = torch.zeros_like(r)
-    if config.beta > 0:
+    if beta > 0:
         with torch.no_grad():
             ratio = (view.token_log_probs(rollout) - reference.token_log_probs(rollout)).double()
         m = rollout.completion_mask.to(ratio.dtype)
