@@ -8,6 +8,9 @@ each item, results in the order of the items, for work that is not "one number p
 returns its return, its length and the statistics of the states it saw). The parallel ones re-run the items
 of a worker that died (the process was killed, the machine ran out of memory) on a fresh worker, up to
 ``max_restarts`` times per call, so a long run goes on; ``restarts`` counts the re-runs.
+
+For work whose state should stay on the workers (a language model, for ES), :meth:`Ray.hold` starts actors that
+each build an object once and then run small calls on it (:class:`RayHolders`).
 """
 
 from __future__ import annotations

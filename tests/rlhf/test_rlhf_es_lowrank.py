@@ -101,3 +101,53 @@ def test_bad_lowrank_apply_gets_a_named_error(tmp_path, tiny_model_dir) -> None:
     with pytest.raises(InvalidArgumentError, match="lowrank_apply: --estimator es uses full-rank noise"):
         run_train(cfg, tmp_path / "never", progress=False)
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.05])
+def test_members_side_by_side_in_one_batch_are_the_members_one_at_a_time(tiny_model_dir, beta) -> None:
+    def run(batch: int):
+        policy = Policy.from_pretrained(str(tiny_model_dir), max_new_tokens=8)
+        before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+        cfg = EsConfig(population=6, sigma=0.05, rank=2, beta=beta, member_batch=batch)
+        out = es_step(policy, policy.reference() if beta else None, VaderReward(), PROMPTS, cfg,
+                      make_noise(policy, 2), torch.Generator().manual_seed(2))
+        after = policy.model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before) and hooks(policy.model) == 0
+        return out, [p.grad for p in policy.parameters()]
+
+    one, g1 = run(1)
+    for batch in (4, 6):      # 4: a batch of 4 members and one of 2
+        many, gm = run(batch)
+        assert torch.equal(many.lengths, one.lengths) and torch.equal(many.rewards, one.rewards)
+        assert torch.allclose(many.kl, one.kl, atol=1e-4)
+        assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-8) for x, y in zip(gm, g1))
+        assert many.first.completions == one.first.completions
+        if beta:   # not a no-op: without the per-row corrections every member would be the reference itself
+            assert float(many.kl.abs().max()) > 1e-3
+
+
+def test_member_batch_needs_low_rank_in_activation_space(tmp_path, tiny_model_dir) -> None:
+    with pytest.raises(InvalidArgumentError, match="member_batch: members share a batch only as low-rank"):
+        EsConfig(rank=0, member_batch=4).validate()
+    with pytest.raises(InvalidArgumentError, match="member_batch: members share a batch only as low-rank"):
+        EsConfig(rank=1, lowrank_apply="weights", member_batch=4).validate()
+    with pytest.raises(InvalidArgumentError, match="member_batch: need an integer >= 1"):
+        EsConfig(rank=1, member_batch=0).validate()
+    with pytest.raises(InvalidArgumentError, match="member_batch: --estimator es uses full-rank noise"):
+        es_config("es", member_batch=2)
+    cfg = TrainConfig(model=str(tiny_model_dir), estimator="es-lowrank", member_batch=0, population=4,
+                      completions_per_step=8, steps=1)
+    with pytest.raises(InvalidArgumentError, match="member_batch: need an integer >= 1"):
+        run_train(cfg, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_model_without_per_row_corrections_evaluates_members_one_at_a_time() -> None:
+    from stochgrad.rlhf.es.lowrank import batch_uses
+
+    model = nn.ModuleList([nn.Linear(4, 3), nn.LayerNorm(3), nn.GroupNorm(1, 3)])
+    params = list(model.parameters())
+    noise = SeededNoise([p.shape for p in params], rank=1)
+    assert batch_uses(model, params, noise) is None                  # GroupNorm's parameters: no correction
+    assert batch_uses(model[:2], params[:4], SeededNoise([p.shape for p in params[:4]], rank=1)) is not None
+    assert batch_uses(model[:2], params[:4], SeededNoise([p.shape for p in params[:4]], rank=0)) is None

@@ -113,6 +113,8 @@ class TrainConfig:
     lowrank_apply: str | None = option(None, "es-lowrank: add x·B·Aᵀ to the layers' outputs ('activations', the "
                                              "default; no perturbed matrix is formed) or perturb the matrices "
                                              "('weights')", choices=LOWRANK_APPLY)
+    member_batch: int | None = option(None, "es-lowrank: members sampled side by side in one batch (default 1: "
+                                            "one at a time; same results to float rounding)")
     device: str = option("cpu", "where the model and the noise live ('cpu', 'cuda', 'cuda:1', ...)",
                          resumable=True)
     evaluator: str = option("serial", "es: where the population members run: this process, or Ray workers that "
@@ -164,7 +166,7 @@ class TrainConfig:
     def subspace_config(self) -> SubspaceConfig:
         """The options of ``--estimator subspace``, validated (β defaults to 0: no reference)."""
         self._refuse(ACTION_SPACE_OPTIONS, "the action-space estimators")
-        self._refuse(("rank", "lowrank_apply"), "es-lowrank")
+        self._refuse(("rank", "lowrank_apply", "member_batch"), "es-lowrank")
         return SubspaceConfig(population=self.population, sigma=self.sigma,
                               dim=16 if self.subspace_dim is None else self.subspace_dim,
                               estimator=self.subspace_estimator or "sf-antithetic", shaping=self.es_shaping,
@@ -175,7 +177,7 @@ class TrainConfig:
         self._refuse(ACTION_SPACE_OPTIONS, "the action-space estimators")
         self._refuse(("subspace_dim", "subspace_estimator"), "--estimator subspace")
         return es_config(self.estimator, self.population, self.sigma, self.rank, self.es_shaping, self.beta,
-                         self.lowrank_apply)
+                         self.lowrank_apply, self.member_batch)
 
     def describe(self) -> str:
         """The estimator's choices in one line."""

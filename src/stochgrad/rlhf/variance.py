@@ -44,6 +44,8 @@ class VarianceConfig:
     lowrank_apply: str | None = option(None, "es-lowrank: add x·B·Aᵀ to the layers' outputs ('activations', the "
                                              "default; no perturbed matrix is formed) or perturb the matrices "
                                              "('weights')", choices=LOWRANK_APPLY)
+    member_batch: int | None = option(None, "es-lowrank: members sampled side by side in one batch (default 1: "
+                                            "one at a time; same results to float rounding)")
     prompts: str = option("demo", "a text file with one prompt per line, or 'demo'")
     completions: int = option(32, "sampled completions per estimate")
     repeats: int = option(32, "estimates per estimator")
@@ -69,7 +71,8 @@ class VarianceConfig:
     def estimator_configs(self) -> dict[str, EstimatorConfig | EsConfig]:
         """Each named estimator's configuration (validated)."""
         return {n: es_config(n, self.population, self.sigma, self.rank if n == "es-lowrank" else None,
-                             self.es_shaping, self.beta, self.lowrank_apply if n == "es-lowrank" else None)
+                             self.es_shaping, self.beta, self.lowrank_apply if n == "es-lowrank" else None,
+                             self.member_batch if n == "es-lowrank" else None)
                 if n in ES_ESTIMATORS
                 else estimator_config(n, beta=self.beta) for n in self.estimators}
 

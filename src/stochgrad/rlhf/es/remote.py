@@ -28,7 +28,7 @@ from torch import Tensor
 
 from stochgrad.errors import EvaluationError
 from stochgrad.evaluators import Ray, RayHolders, _split
-from stochgrad.rlhf.es.step import Member, MemberResult, evaluate_member, make_noise, trainable
+from stochgrad.rlhf.es.step import Member, MemberResult, evaluate_members, make_noise, trainable
 from stochgrad.rlhf.es.update import EsConfig, write_gradient
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import RewardFunction, make_reward
@@ -117,8 +117,8 @@ def _evaluate(worker: EsWorker, job: tuple) -> list[MemberResult] | None:
         worker.apply_update(update[1], update[2])
     if worker.fingerprint != expected:
         return None    # stale: the driver sends its state
-    return [evaluate_member(worker.policy, worker.reference, worker.reward, prompts, worker.spec.config,
-                            worker.noise, m, keep_rollout=keep_first and j == 0) for j, m in enumerate(members)]
+    return evaluate_members(worker.policy, worker.reference, worker.reward, prompts, worker.spec.config,
+                            worker.noise, members, keep_first)
 
 
 class RayPopulation:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.errors import InvalidArgumentError
-from stochgrad.rlhf.es.lowrank import ActivationMember, activation_uses
+from stochgrad.rlhf.es.lowrank import ActivationMember, BatchedMembers, activation_uses, batch_uses
 from stochgrad.rlhf.es.noise import SeededNoise
 from stochgrad.rlhf.es.update import EsConfig, pair_weights, perturbed, shape_fitness, write_gradient
 from stochgrad.rlhf.policy import Policy, Rollout
@@ -126,6 +126,67 @@ def evaluate_member(policy: Policy, reference: Policy | None, reward_fn: RewardF
     return score_member(view, reference, reward_fn, prompts, config.beta, sample_seed, keep_rollout)
 
 
+def evaluate_members(policy: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
+                     config: EsConfig, noise: SeededNoise, members: list[Member], keep_first: bool = False,
+                     ) -> list[MemberResult]:
+    """:func:`evaluate_member` of every member, in order; with ``config.member_batch`` = G > 1 and low-rank
+    noise in activation space, G members at a time side by side in one batch (when every trainable tensor's
+    use has a per-row correction, :func:`~stochgrad.rlhf.es.lowrank.batch_uses`; else one at a time). Each
+    member's rows draw their tokens from the member's own sampling generator, so the results are those of
+    evaluating the members one at a time, to float rounding."""
+    g = config.member_batch
+    uses = None
+    if g > 1 and config.lowrank_apply == "activations":
+        uses = batch_uses(policy.model, trainable(policy)[1], noise)
+    if uses is None:
+        return [evaluate_member(policy, reference, reward_fn, prompts, config, noise, m, keep_rollout=keep_first
+                                and j == 0) for j, m in enumerate(members)]
+    out: list[MemberResult] = []
+    for start in range(0, len(members), g):
+        out += _evaluate_batch(policy, reference, reward_fn, prompts, config, noise, members[start:start + g],
+                               uses, keep_first and start == 0)
+    return out
+
+
+def _evaluate_batch(policy: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
+                    config: EsConfig, noise: SeededNoise, members: list[Member], uses: dict,
+                    keep_first: bool) -> list[MemberResult]:
+    m, g = len(prompts), len(members)
+    device = noise.device
+    factors, eps = {}, {}
+    for i in uses:
+        if len(noise.shapes[i]) == 2:
+            ab = [noise.factors(seed, i) for seed, _, _ in members]
+            factors[i] = (torch.stack([a for a, _ in ab]), torch.stack([b for _, b in ab]))
+        else:
+            eps[i] = torch.stack([noise.noise(seed, i) for seed, _, _ in members])
+    scales = torch.tensor([sign * config.sigma for _, _, sign in members], dtype=torch.float32, device=device)
+    rows = torch.arange(g * m, device=device) // m
+    view = copy.copy(policy)
+    view.model = BatchedMembers(policy.model, uses, rows, scales, factors, eps, noise.rank)
+    gens = [torch.Generator().manual_seed(sample_seed) for _, sample_seed, _ in members]
+    rollout = view.sample(list(prompts) * g, 1, gens)
+    r = evaluate_rewards(reward_fn, rollout.prompts, rollout.completions).double()
+    kl = k3 = torch.zeros_like(r)
+    if config.beta > 0:
+        with torch.no_grad():
+            ratio = (view.token_log_probs(rollout) - reference.token_log_probs(rollout)).double()
+        mask = rollout.completion_mask.to(ratio.dtype)
+        kl = (ratio * mask).sum(1).cpu()
+        k3 = ((torch.expm1(-ratio) + ratio) * mask).sum(1).cpu()
+    lengths, truncated = rollout.lengths.cpu(), rollout.truncated.cpu()
+    out = []
+    for j in range(g):
+        sl = slice(j * m, (j + 1) * m)
+        first = None
+        if keep_first and j == 0:
+            first = Rollout(rollout.prompts[sl], rollout.completions[sl], rollout.prompt_ids[sl],
+                            rollout.prompt_mask[sl], rollout.completion_ids[sl], rollout.completion_mask[sl],
+                            rollout.truncated[sl], 1)
+        out.append(MemberResult(r[sl], kl[sl], k3[sl], lengths[sl], truncated[sl], first))
+    return out
+
+
 def score_member(view: Policy, reference: Policy | None, reward_fn: RewardFunction, prompts: list[str],
                  beta: float, sample_seed: int, keep_rollout: bool = False) -> MemberResult:
     """One completion of each prompt from the member ``view`` (sampler started from ``sample_seed``), its rewards
@@ -180,8 +241,7 @@ def es_step(policy: Policy, reference: Policy | None, reward_fn: RewardFunction,
     _, params = trainable(policy)
     seeds, members = population(cfg, generator)
     if evaluate is None:
-        results = [evaluate_member(policy, reference, reward_fn, prompts, cfg, noise, m, keep_rollout=i == 0)
-                   for i, m in enumerate(members)]
+        results = evaluate_members(policy, reference, reward_fn, prompts, cfg, noise, members, keep_first=True)
     else:
         results = evaluate(prompts, members)
     rewards_t, kl_t = torch.stack([r.rewards for r in results]), torch.stack([r.kl for r in results])

@@ -43,6 +43,8 @@ class EsConfig:
       std_eps: added to the standard deviation of the z-score.
       lowrank_apply: one of :data:`LOWRANK_APPLY` (low rank only): the same members, computed as a correction of
         the layers' outputs (no perturbed matrix in memory) or as perturbed matrices.
+      member_batch: members sampled side by side in one batch (low rank in activation space only; 1: one at a
+        time). The same members and random numbers, so the same results to float rounding.
     """
 
     population: int = 8
@@ -52,6 +54,7 @@ class EsConfig:
     beta: float = 0.0
     std_eps: float = 1e-8
     lowrank_apply: str = "activations"
+    member_batch: int = 1
 
     def validate(self) -> EsConfig:
         """Check every option; raise an error naming the option otherwise. Returns self."""
@@ -68,6 +71,14 @@ class EsConfig:
         if self.lowrank_apply not in LOWRANK_APPLY:
             raise InvalidArgumentError(f"lowrank_apply: got {self.lowrank_apply!r}; choose one of "
                                        f"{list(LOWRANK_APPLY)}")
+        g = self.member_batch
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+            raise InvalidArgumentError(f"member_batch: need an integer >= 1 (members per batch); got {g!r}")
+        if g > 1 and (not self.rank or self.lowrank_apply != "activations"):
+            raise InvalidArgumentError(f"member_batch: members share a batch only as low-rank corrections in "
+                                       f"activation space (--estimator es-lowrank, --lowrank-apply activations); "
+                                       f"got member_batch={g} with rank={self.rank}, lowrank_apply="
+                                       f"{self.lowrank_apply!r}")
         if not (self.beta >= 0):
             raise InvalidArgumentError(f"beta: need a KL coefficient >= 0; got {self.beta!r}")
         return self
@@ -79,6 +90,8 @@ class EsConfig:
     def describe(self) -> str:
         """A one-line summary, e.g. ``population=8 σ=0.001 rank=full centred-ranks β=0``."""
         rank = f"{self.rank} ({self.lowrank_apply})" if self.rank else "full"
+        if self.member_batch > 1:
+            rank += f" batch={self.member_batch}"
         return f"population={self.population} σ={self.sigma:g} rank={rank} {self.shaping} β={self.beta:g}"
 
 
@@ -88,7 +101,7 @@ ES_ESTIMATORS: tuple[str, ...] = ("es", "es-lowrank")
 
 def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | None = None,
               shaping: str = "centred-ranks", beta: float | None = None,
-              lowrank_apply: str | None = None) -> EsConfig:
+              lowrank_apply: str | None = None, member_batch: int | None = None) -> EsConfig:
     """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` and ``lowrank_apply`` must be left
     out) or ``es-lowrank`` (``rank`` defaults to 1, ``lowrank_apply`` to ``"activations"``), validated;
     ``beta=None`` means 0.
@@ -101,6 +114,9 @@ def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | N
     if name == "es" and rank is not None:
         raise InvalidArgumentError(f"rank: --estimator es uses full-rank noise; got rank={rank!r} "
                                    "(use --estimator es-lowrank --rank R)")
+    if name == "es" and member_batch is not None:
+        raise InvalidArgumentError(f"member_batch: --estimator es uses full-rank noise, whose members cannot share "
+                                   f"a batch; got member_batch={member_batch!r} (use --estimator es-lowrank)")
     if name == "es" and lowrank_apply is not None:
         raise InvalidArgumentError(f"lowrank_apply: --estimator es uses full-rank noise; got "
                                    f"lowrank_apply={lowrank_apply!r} (use --estimator es-lowrank)")
@@ -109,7 +125,8 @@ def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | N
         raise InvalidArgumentError(f"rank: es-lowrank needs a rank >= 1; got {rank!r}")
     return EsConfig(population=population, sigma=sigma, rank=rank, shaping=shaping,
                     beta=0.0 if beta is None else beta,
-                    lowrank_apply="activations" if lowrank_apply is None else lowrank_apply).validate()
+                    lowrank_apply="activations" if lowrank_apply is None else lowrank_apply,
+                    member_batch=1 if member_batch is None else member_batch).validate()
 
 
 def shape_fitness(fitness: Tensor, how: str, std_eps: float = 1e-8) -> Tensor:
