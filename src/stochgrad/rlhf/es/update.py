@@ -8,8 +8,8 @@ shaped fitness u (per population), the estimate of ∇_θ E_ε[F(θ + σε)] is
 (Salimans et al. 2017). Without shaping (u = F) it is unbiased for the gradient of the Gaussian-smoothed
 fitness: E[(F(θ+σε) − F(θ−σε)) ε]/(2σ) = E[F(θ+σε) ε]/σ = ∇ E F(θ+σε) (Stein's lemma). :func:`write_gradient`
 puts −g into each parameter's ``.grad`` (the gradient of the *loss* −F), so a torch optimiser's step increases
-F. It regenerates ε_j for one tensor at a time: memory is the ``.grad`` buffers plus one noise tensor, whatever
-the population.
+F. It regenerates ε_j for one tensor at a time: memory is the ``.grad`` buffers plus one noise tensor (low rank:
+the M pairs' factors of one matrix, O(M·r·(m + n))), whatever the population.
 """
 
 from __future__ import annotations
@@ -166,7 +166,8 @@ def pair_weights(shaped: Tensor) -> Tensor:
 
 def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence[int], weights: Tensor,
                    sigma: float, population: int) -> None:
-    """Set ``p.grad = −1/(N σ) Σ_j w_j ε_j`` for every parameter, one tensor and one pair at a time.
+    """Set ``p.grad = −1/(N σ) Σ_j w_j ε_j`` for every parameter, one tensor at a time: full-rank noise one pair
+    at a time, low-rank noise as one product of the stacked factors (A_1 w_1 | … | A_M w_M)·(B_1 | … | B_M)ᵀ/√r.
 
     Args:
       params: the parameters, in the noise's order.
@@ -178,8 +179,15 @@ def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence
     """
     w = [float(x) for x in weights]
     for i, p in enumerate(params):
-        acc = torch.zeros(p.shape, dtype=torch.float32, device=noise.device)
-        for seed, wj in zip(seeds, w):
-            if wj != 0.0:
+        pairs = [(seed, wj) for seed, wj in zip(seeds, w) if wj != 0.0]
+        if pairs and noise.rank and len(noise.shapes[i]) == 2:
+            # low rank: Σ_j w_j A_j B_jᵀ/√r as one product [m, M·r] @ [M·r, n]
+            ab = [noise.factors(seed, i) for seed, _ in pairs]
+            a = torch.cat([f[0] * wj for f, (_, wj) in zip(ab, pairs)], 1)
+            b = torch.cat([f[1] for f in ab], 1)
+            acc = (a @ b.T).div_(noise.rank ** 0.5)
+        else:
+            acc = torch.zeros(p.shape, dtype=torch.float32, device=noise.device)
+            for seed, wj in pairs:
                 acc.add_(noise.noise(seed, i), alpha=wj)
         p.grad = (acc.mul_(-1.0 / (population * sigma))).to(device=p.device, dtype=p.dtype)
