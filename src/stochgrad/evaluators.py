@@ -8,6 +8,9 @@ each item, results in the order of the items, for work that is not "one number p
 returns its return, its length and the statistics of the states it saw). The parallel ones re-run the items
 of a worker that died (the process was killed, the machine ran out of memory) on a fresh worker, up to
 ``max_restarts`` times per call, so a long run goes on; ``restarts`` counts the re-runs.
+
+For work whose state should stay on the workers (a language model, for ES), :meth:`Ray.hold` starts actors that
+each build an object once and then run small calls on it (:class:`RayHolders`).
 """
 
 from __future__ import annotations
@@ -359,6 +362,19 @@ class Ray:
                 self.restarts += 1
         return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
 
+    def hold(self, factory: Callable[[], Any], n: int | None = None) -> RayHolders:
+        """``n`` Ray actors (default: one per CPU of the cluster), each holding ``factory()``, built once on the
+        actor, for work whose state should stay on the workers (a model) while only small arguments travel.
+
+        Args:
+          factory: a picklable callable with no arguments; it runs on each actor (and again on a replacement
+            for an actor that died).
+          n: how many actors, at least 1.
+        """
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise InvalidArgumentError(f"workers: need at least 1; got {n!r}")
+        return RayHolders(factory, n or self.workers, self.max_restarts)
+
     def __call__(self, f: Callable, points: Tensor) -> Tensor:
         lead = points.shape[:-1]
         flat = points.detach().reshape(-1, points.shape[-1])
@@ -382,6 +398,94 @@ class Ray:
 
     def __repr__(self) -> str:
         return f"Ray(address={self.address!r}, workers={self.workers})"
+
+
+class _Holder:
+    """A Ray actor's body: the object ``factory()`` and calls of ``fn(object, arg)`` on it."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        torch.set_num_threads(1)
+        self.held = factory()
+
+    def call(self, fn: Callable[[Any, Any], T], arg: Any) -> T:
+        return fn(self.held, arg)
+
+
+class RayHolders:
+    """Ray actors each holding one object built by ``factory()`` on the actor (:meth:`Ray.hold`).
+
+    :meth:`run` calls ``fn(held, arg)`` on chosen actors. An actor that died is replaced by a new one (its object
+    built again from ``factory``) and its calls re-run, up to ``max_restarts`` times per :meth:`run`;
+    ``restarts`` counts the replacements. The caller decides what a replacement's fresh object needs (the
+    factory's state, not the state the dead actor had reached).
+    """
+
+    def __init__(self, factory: Callable[[], Any], n: int, max_restarts: int = 3) -> None:
+        import ray
+
+        self.factory, self.max_restarts, self.restarts = factory, max_restarts, 0
+        self._cls = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(_Holder)
+        self._factory_ref = ray.put(factory)
+        self._actors = [self._cls.remote(self._factory_ref) for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def run(self, calls: Sequence[tuple[int, Callable[[Any, Any], T], Any]]) -> list[T]:
+        """``[fn(held_i, arg) for (i, fn, arg) in calls]`` on actor i, in the order of ``calls``; the calls of one
+        actor run in the order given.
+
+        Raises:
+          WorkerLostError: an actor died ``max_restarts + 1`` times in this call.
+          Whatever ``fn`` raised (the first failing call in order).
+        """
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        for i, _, _ in calls:
+            if not 0 <= i < len(self._actors):
+                raise InvalidArgumentError(f"actor: index {i} out of range for {len(self._actors)} actors")
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        attempt = 0
+        while todo:
+            refs = [(c, self._actors[calls[c][0]].call.remote(calls[c][1], calls[c][2])) for c in todo]
+            dead: set[int] = set()
+            for c, ref in refs:
+                try:
+                    results[c] = ray.get(ref)
+                except RayActorError:
+                    dead.add(calls[c][0])
+                except RayTaskError as exc:
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    if isinstance(cause, BaseException) and not isinstance(cause, RayTaskError):
+                        raise cause from None
+                    raise
+            todo = [c for c, _ in refs if calls[c][0] in dead]
+            if dead:
+                attempt += 1
+                if attempt > self.max_restarts:
+                    raise WorkerLostError(f"Ray: an actor died {attempt} times while running {len(todo)} call(s); "
+                                          f"gave up after max_restarts={self.max_restarts} replacements")
+                for i in dead:
+                    self._actors[i] = self._cls.remote(self._factory_ref)
+                    self.restarts += 1
+        return results
+
+    def kill(self, i: int) -> None:
+        """Stop actor ``i`` (for tests of the replacement); the next call on it builds a new one."""
+        import ray
+
+        ray.kill(self._actors[i], no_restart=True)
+
+    def close(self) -> None:
+        """Stop every actor."""
+        import ray
+
+        if ray.is_initialized():
+            for actor in self._actors:
+                ray.kill(actor, no_restart=True)
+        self._actors = []
 
 
 class _ChunkEvaluator:

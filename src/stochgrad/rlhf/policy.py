@@ -229,14 +229,16 @@ class Policy:
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, prompts: Sequence[str], k: int, generator: torch.Generator,
+    def sample(self, prompts: Sequence[str], k: int, generator: torch.Generator | Sequence[torch.Generator],
                max_new_tokens: int | None = None) -> Rollout:
         """Draw ``k`` completions of every prompt from π_θ, all randomness from ``generator``.
 
         Args:
           prompts: P prompt texts.
           k: completions per prompt.
-          generator: a CPU ``torch.Generator``; the same state gives the same completions.
+          generator: a CPU ``torch.Generator``; the same state gives the same completions. Or a list of G
+            generators: the B rows are cut into G equal consecutive groups and group g draws its tokens from
+            generator g, exactly as ``sample`` of that group's rows alone with that generator would.
           max_new_tokens: overrides the policy's setting for this call.
         Returns:
           A :class:`Rollout` with B = P·k rows.
@@ -247,6 +249,10 @@ class Policy:
         ids, mask = self.encode(prompts, steps)
         ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
         b = ids.shape[0]
+        gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+        if not gens or b % len(gens):
+            raise InvalidArgumentError(f"generator: {len(gens)} generators cannot share {b} rows in equal groups")
+        size = b // len(gens)
         positions = _positions(mask)
         cache = self._new_cache()
         out = self._forward(ids, mask, positions, cache=cache, keep=1)
@@ -259,7 +265,14 @@ class Policy:
         attn = mask
         for t in range(steps):
             probs = torch.softmax(self._logits_filter(logits), -1)
-            tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(ids.device)
+            probs = probs.cpu()
+            if len(gens) == 1:
+                tok = torch.multinomial(probs, 1, generator=gens[0]).squeeze(1).to(ids.device)
+            else:    # a group whose rows are all done draws nothing more, as it would alone
+                tok = torch.cat([torch.multinomial(probs[g * size:(g + 1) * size], 1, generator=gen).squeeze(1)
+                                 if not bool(done[g * size:(g + 1) * size].all()) else
+                                 torch.full((size,), self.pad_id, dtype=torch.long)
+                                 for g, gen in enumerate(gens)]).to(ids.device)
             tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
             tokens.append(tok)
             alive.append(~done)

@@ -18,7 +18,7 @@ from stochgrad.errors import InvalidArgumentError
 from stochgrad.runs.threads import torch_threads
 from stochgrad.rlhf.diagnostics import check_completions, measure
 from stochgrad.rlhf.es.diagnostics import measure_es
-from stochgrad.rlhf.es.update import ES_ESTIMATORS, SHAPINGS, EsConfig, es_config
+from stochgrad.rlhf.es.update import ES_ESTIMATORS, LOWRANK_APPLY, SHAPINGS, EsConfig, es_config
 from stochgrad.rlhf.estimators import PRESETS, EstimatorConfig, estimator_config
 from stochgrad.rlhf.policy import Policy
 from stochgrad.rlhf.rewards import make_reward
@@ -41,6 +41,11 @@ class VarianceConfig:
     sigma: float = option(1e-3, "es: perturbation scale σ")
     rank: int | None = option(None, "es-lowrank: rank of the A·Bᵀ noise (default 1)")
     es_shaping: str = option("centred-ranks", "es: fitness shaping per population", choices=SHAPINGS)
+    lowrank_apply: str | None = option(None, "es-lowrank: add x·B·Aᵀ to the layers' outputs ('activations', the "
+                                             "default; no perturbed matrix is formed) or perturb the matrices "
+                                             "('weights')", choices=LOWRANK_APPLY)
+    member_batch: int | None = option(None, "es-lowrank: members sampled side by side in one batch (default 1: "
+                                            "one at a time; same results to float rounding)")
     prompts: str = option("demo", "a text file with one prompt per line, or 'demo'")
     completions: int = option(32, "sampled completions per estimate")
     repeats: int = option(32, "estimates per estimator")
@@ -66,7 +71,9 @@ class VarianceConfig:
     def estimator_configs(self) -> dict[str, EstimatorConfig | EsConfig]:
         """Each named estimator's configuration (validated)."""
         return {n: es_config(n, self.population, self.sigma, self.rank if n == "es-lowrank" else None,
-                             self.es_shaping, self.beta) if n in ES_ESTIMATORS
+                             self.es_shaping, self.beta, self.lowrank_apply if n == "es-lowrank" else None,
+                             self.member_batch if n == "es-lowrank" else None)
+                if n in ES_ESTIMATORS
                 else estimator_config(n, beta=self.beta) for n in self.estimators}
 
 

@@ -8,8 +8,8 @@ shaped fitness u (per population), the estimate of ∇_θ E_ε[F(θ + σε)] is
 (Salimans et al. 2017). Without shaping (u = F) it is unbiased for the gradient of the Gaussian-smoothed
 fitness: E[(F(θ+σε) − F(θ−σε)) ε]/(2σ) = E[F(θ+σε) ε]/σ = ∇ E F(θ+σε) (Stein's lemma). :func:`write_gradient`
 puts −g into each parameter's ``.grad`` (the gradient of the *loss* −F), so a torch optimiser's step increases
-F. It regenerates ε_j for one tensor at a time: memory is the ``.grad`` buffers plus one noise tensor, whatever
-the population.
+F. It regenerates ε_j for one tensor at a time: memory is the ``.grad`` buffers plus one noise tensor (low rank:
+the M pairs' factors of one matrix, O(M·r·(m + n))), whatever the population.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from stochgrad.rlhf.es.noise import SeededNoise
 
 SHAPINGS: tuple[str, ...] = ("centred-ranks", "z-score", "none")
 
+#: How low-rank members are formed: as a rank-r term added to the layers' outputs (x·B·Aᵀ; the perturbed matrix is
+#: never formed, where the layer allows) or as perturbed weight matrices θ + σ·A·Bᵀ/√r.
+LOWRANK_APPLY: tuple[str, ...] = ("activations", "weights")
+
 
 @dataclass(frozen=True)
 class EsConfig:
@@ -37,6 +41,10 @@ class EsConfig:
       shaping: one of :data:`SHAPINGS`, applied to the N fitnesses of a population.
       beta: KL coefficient β ≥ 0; each member's fitness is its mean reward minus β·(mean Σ_t k1 to π_ref).
       std_eps: added to the standard deviation of the z-score.
+      lowrank_apply: one of :data:`LOWRANK_APPLY` (low rank only): the same members, computed as a correction of
+        the layers' outputs (no perturbed matrix in memory) or as perturbed matrices.
+      member_batch: members sampled side by side in one batch (low rank in activation space only; 1: one at a
+        time). The same members and random numbers, so the same results to float rounding.
     """
 
     population: int = 8
@@ -45,6 +53,8 @@ class EsConfig:
     shaping: str = "centred-ranks"
     beta: float = 0.0
     std_eps: float = 1e-8
+    lowrank_apply: str = "activations"
+    member_batch: int = 1
 
     def validate(self) -> EsConfig:
         """Check every option; raise an error naming the option otherwise. Returns self."""
@@ -58,6 +68,17 @@ class EsConfig:
             raise InvalidArgumentError(f"rank: need an integer >= 0 (0 = full-rank noise); got {self.rank!r}")
         if self.shaping not in SHAPINGS:
             raise InvalidArgumentError(f"es_shaping: got {self.shaping!r}; choose one of {list(SHAPINGS)}")
+        if self.lowrank_apply not in LOWRANK_APPLY:
+            raise InvalidArgumentError(f"lowrank_apply: got {self.lowrank_apply!r}; choose one of "
+                                       f"{list(LOWRANK_APPLY)}")
+        g = self.member_batch
+        if not isinstance(g, int) or isinstance(g, bool) or g < 1:
+            raise InvalidArgumentError(f"member_batch: need an integer >= 1 (members per batch); got {g!r}")
+        if g > 1 and (not self.rank or self.lowrank_apply != "activations"):
+            raise InvalidArgumentError(f"member_batch: members share a batch only as low-rank corrections in "
+                                       f"activation space (--estimator es-lowrank, --lowrank-apply activations); "
+                                       f"got member_batch={g} with rank={self.rank}, lowrank_apply="
+                                       f"{self.lowrank_apply!r}")
         if not (self.beta >= 0):
             raise InvalidArgumentError(f"beta: need a KL coefficient >= 0; got {self.beta!r}")
         return self
@@ -68,7 +89,9 @@ class EsConfig:
 
     def describe(self) -> str:
         """A one-line summary, e.g. ``population=8 σ=0.001 rank=full centred-ranks β=0``."""
-        rank = self.rank if self.rank else "full"
+        rank = f"{self.rank} ({self.lowrank_apply})" if self.rank else "full"
+        if self.member_batch > 1:
+            rank += f" batch={self.member_batch}"
         return f"population={self.population} σ={self.sigma:g} rank={rank} {self.shaping} β={self.beta:g}"
 
 
@@ -77,9 +100,11 @@ ES_ESTIMATORS: tuple[str, ...] = ("es", "es-lowrank")
 
 
 def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | None = None,
-              shaping: str = "centred-ranks", beta: float | None = None) -> EsConfig:
-    """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` must be left out) or
-    ``es-lowrank`` (``rank`` defaults to 1), validated; ``beta=None`` means 0.
+              shaping: str = "centred-ranks", beta: float | None = None,
+              lowrank_apply: str | None = None, member_batch: int | None = None) -> EsConfig:
+    """The :class:`EsConfig` of ``--estimator es`` (full-rank noise; ``rank`` and ``lowrank_apply`` must be left
+    out) or ``es-lowrank`` (``rank`` defaults to 1, ``lowrank_apply`` to ``"activations"``), validated;
+    ``beta=None`` means 0.
 
     Raises:
       InvalidArgumentError / BudgetError: naming the option.
@@ -89,11 +114,19 @@ def es_config(name: str, population: int = 8, sigma: float = 1e-3, rank: int | N
     if name == "es" and rank is not None:
         raise InvalidArgumentError(f"rank: --estimator es uses full-rank noise; got rank={rank!r} "
                                    "(use --estimator es-lowrank --rank R)")
+    if name == "es" and member_batch is not None:
+        raise InvalidArgumentError(f"member_batch: --estimator es uses full-rank noise, whose members cannot share "
+                                   f"a batch; got member_batch={member_batch!r} (use --estimator es-lowrank)")
+    if name == "es" and lowrank_apply is not None:
+        raise InvalidArgumentError(f"lowrank_apply: --estimator es uses full-rank noise; got "
+                                   f"lowrank_apply={lowrank_apply!r} (use --estimator es-lowrank)")
     rank = 0 if name == "es" else (1 if rank is None else rank)
     if name == "es-lowrank" and not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1):
         raise InvalidArgumentError(f"rank: es-lowrank needs a rank >= 1; got {rank!r}")
     return EsConfig(population=population, sigma=sigma, rank=rank, shaping=shaping,
-                    beta=0.0 if beta is None else beta).validate()
+                    beta=0.0 if beta is None else beta,
+                    lowrank_apply="activations" if lowrank_apply is None else lowrank_apply,
+                    member_batch=1 if member_batch is None else member_batch).validate()
 
 
 def shape_fitness(fitness: Tensor, how: str, std_eps: float = 1e-8) -> Tensor:
@@ -133,7 +166,8 @@ def pair_weights(shaped: Tensor) -> Tensor:
 
 def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence[int], weights: Tensor,
                    sigma: float, population: int) -> None:
-    """Set ``p.grad = −1/(N σ) Σ_j w_j ε_j`` for every parameter, one tensor and one pair at a time.
+    """Set ``p.grad = −1/(N σ) Σ_j w_j ε_j`` for every parameter, one tensor at a time: full-rank noise one pair
+    at a time, low-rank noise as one product of the stacked factors (A_1 w_1 | … | A_M w_M)·(B_1 | … | B_M)ᵀ/√r.
 
     Args:
       params: the parameters, in the noise's order.
@@ -145,8 +179,15 @@ def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence
     """
     w = [float(x) for x in weights]
     for i, p in enumerate(params):
-        acc = torch.zeros(p.shape, dtype=torch.float32, device=noise.device)
-        for seed, wj in zip(seeds, w):
-            if wj != 0.0:
+        pairs = [(seed, wj) for seed, wj in zip(seeds, w) if wj != 0.0]
+        if pairs and noise.rank and len(noise.shapes[i]) == 2:
+            # low rank: Σ_j w_j A_j B_jᵀ/√r as one product [m, M·r] @ [M·r, n]
+            ab = [noise.factors(seed, i) for seed, _ in pairs]
+            a = torch.cat([f[0] * wj for f, (_, wj) in zip(ab, pairs)], 1)
+            b = torch.cat([f[1] for f in ab], 1)
+            acc = (a @ b.T).div_(noise.rank ** 0.5)
+        else:
+            acc = torch.zeros(p.shape, dtype=torch.float32, device=noise.device)
+            for seed, wj in pairs:
                 acc.add_(noise.noise(seed, i), alpha=wj)
         p.grad = (acc.mul_(-1.0 / (population * sigma))).to(device=p.device, dtype=p.dtype)
