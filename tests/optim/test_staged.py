@@ -31,7 +31,24 @@ def test_a_rugged_function_switches_to_natural_steps_from_the_best_point() -> No
     assert isinstance(opt.second, SearchGradient) and opt.second.natural
     assert torch.equal(seen[0][0], seen[0][1])                       # the second stage starts at the best point
     assert res.fun < 1e-6 < opt.first.best_f                         # natural steps got out of the ripples
-    assert res.n_evals == opt.first.n_evals + opt.second.n_evals
+    assert res.n_evals == opt.first.n_evals + opt.done_evals + opt.second.n_evals
+
+
+def test_a_converged_second_stage_restarts_with_twice_the_population_and_keeps_the_best() -> None:
+    f = FUNCTIONS["ackley"]
+    opt = StagedSearch(torch.full((10,), 8.192, dtype=T), 3.2768, seed=0)
+    pops, bests = [], []
+
+    def watch(o, row):
+        if o.stage == 2:
+            pops.append(o.second.popsize)
+            bests.append(o.best_f)
+
+    minimize(f, None, None, budget=40_000, continue_from=opt, callback=watch)
+    assert opt.restarts >= 1
+    assert sorted(set(pops)) == [10 * 2 ** k for k in range(opt.restarts + 1)]          # SNES's λ = 10 at D = 10
+    assert all(b <= a for a, b in zip(bests, bests[1:]))        # the best value never gets worse across restarts
+    assert opt.best_f == min(opt.first.best_f, opt.done_best[0], opt.second.best_f)
 
 
 def test_resume_across_the_switch_continues_exactly() -> None:
@@ -41,17 +58,17 @@ def test_resume_across_the_switch_continues_exactly() -> None:
         return StagedSearch(torch.full((4,), 1.28, dtype=T), 0.5, seed=2, patience=3)
 
     full = fresh()
-    for _ in range(400):
+    for _ in range(1500):
         full.tell(f(full.ask()))
-    assert full.stage == 2
-    for cut_at in (5, 300):                      # before and after the switch
+    assert full.stage == 2 and full.restarts >= 1
+    for cut_at in (5, 300, 1400):                # before and after the switch, after a restart
         cut = fresh()
         for _ in range(cut_at):
             cut.tell(f(cut.ask()))
         resumed = fresh()
         resumed.load_state_dict(cut.state_dict())
-        for _ in range(400 - cut_at):
+        for _ in range(1500 - cut_at):
             resumed.tell(f(resumed.ask()))
-        assert resumed.stage == 2 and resumed.switched_at == full.switched_at
+        assert resumed.stage == 2 and resumed.switched_at == full.switched_at and resumed.restarts == full.restarts
         assert torch.equal(resumed.loc, full.loc) and resumed.best_f == full.best_f
         assert resumed.n_evals == full.n_evals
