@@ -114,3 +114,13 @@ def test_budget_and_time_cap_stop_a_method(coco) -> None:
         p2(np.zeros(2))
     assert p2.time_capped
     q.free()
+
+
+def test_noisy_runs_are_judged_on_coco_noise_free_delta_f(coco, tmp_path) -> None:
+    results, data = tmp_path / "runs.jsonl", tmp_path / "coco"
+    (r,) = coco.run("bbob-noisy", [2], [101], ["cma-es"], instances=[1], budget_per_dim=300, results=results,
+                    data=data, verbose=False)
+    tdat = data / "bbob-noisy" / "cma-es" / "run" / "data_f101" / "bbobexp_f101_DIM2.tdat"
+    hits, best = coco.tdat_hits(tdat)
+    assert r["hits"] == hits and r["best_delta"] == best and hits[0] == 1
+    assert r["solved"] == (hits[-1] is not None) and r["evals"] <= 600 + r["max_batch"]
