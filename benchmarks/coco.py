@@ -318,8 +318,8 @@ def run(suite: str, dims, functions, methods, instances=None, budget_per_dim: in
     results.parent.mkdir(parents=True, exist_ok=True)
     for dim in dims:
         budget = default_budget(dim) if budget_per_dim is None else budget_per_dim * dim
-        for fid in functions:
-            for inst in (instances or default_instances(dim)):
+        for inst in (instances or default_instances(dim)):      # instance outermost: a run cut short still
+            for fid in functions:                                # covers every function on its first instances
                 for method in methods:
                     if (suite, method, fid, dim, inst, budget) in done:
                         continue
