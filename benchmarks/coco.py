@@ -499,8 +499,8 @@ def report(results: Path = RESULTS, write: bool = True, figures: Path = FIGURES)
         for suite, dim, solved, beats in summary:
             head.append(f"| {suite} | {dim} | " + " | ".join(str(solved.get(m, "—")) for m in methods)
                         + f" | {len(beats)}" + (f" (f{', f'.join(map(str, beats))})" if beats else "") + " |")
-        commands = sorted({r["command"] for r in rows if r.get("command")})
-        head += ["", "Commands run (each run is one JSON line; a run already present is skipped, so the order does not matter): "
+        commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
+        head += ["", "Commands, in the order run (each run is one JSON line; a run already present is skipped): "
                  + ", ".join(f"`{c}`" for c in commands) + ", then `python benchmarks/coco.py report`.", ""]
         lines[intro:intro] = head
     text = "\n".join(lines)
