@@ -272,9 +272,14 @@ def main() -> None:
         rs = results[method]
         k = OURS[method][1] if method in OURS else POPULATION if method in ES else TRL_K
         v = var.get(method) or var.get("rloo k=4" if method == "trl-rloo" else "")
-        rel = (f"{v['relative_variance']:.2f} ± {v['relative_variance_se']:.2f}"
-               if math.isfinite(v["relative_variance"]) and v["relative_variance"] > 0
-               else f"undefined (‖E ĝ‖² estimate {v['mean_norm_sq']:.3g} ≤ 0; trace {v['trace_variance']:.3g})")
+        # The mean of the estimates is resolved when the leave-one-out cosine is clearly above 0 (3 standard
+        # errors over the repeats); otherwise ‖E ĝ‖² is within its noise of 0 and so is any ratio to it (the
+        # bootstrap error, which treats ‖E ĝ‖² as known, would be meaningless).
+        resolved = v["cosine"] > 3 * v.get("cosine_std", 0.0) / math.sqrt(v["repeats"])
+        rel = (f"{v['relative_variance']:.2f} ± {v['relative_variance_se']:.2f}" if resolved else
+               f"not resolved: ‖E ĝ‖² estimate {v['mean_norm_sq']:.3g} against trace/R "
+               f"{v['trace_variance'] / v['repeats']:.3g}, cosine {v['cosine']:.4f} ± "
+               f"{v.get('cosine_std', math.nan) / math.sqrt(v['repeats']):.4f}")
         vtxt = (f"{rel} | {v['cosine']:.3f}" if method in OURS or method in ES
                 else f"(same estimator as rloo k=4: {rel}) | ({v['cosine']:.3f})")
         label = method if method in OURS else f"{method} (pop. {POPULATION})" if method in ES else "TRL RLOOTrainer"
@@ -380,13 +385,14 @@ Held-out reward: mean VADER compound of {EVAL_K * len(EVAL_PROMPTS)} completions
 same seed for every model); before training it is {before:.3f}. Mean ± standard deviation over seeds {args.seeds}
 (each seed a separate process with one torch thread). Gradient variance: at the pretrained policy,
 {args.repeats} estimates of {COMPLETIONS_PER_STEP} completions each, all parameters; relative = trace of the covariance /
-‖E ĝ‖² (± a bootstrap standard error over the repeats; "undefined" when the unbiased estimate of ‖E ĝ‖² is not
-positive, i.e. the mean of the estimates is indistinguishable from 0); cosine of each estimate to the mean of the others.
+‖E ĝ‖² (± a bootstrap standard error over the repeats; "not resolved" when the mean of the estimates is not
+resolved, i.e. the mean leave-one-out cosine is within 3 standard errors of 0 and the mean of the estimates is
+indistinguishable from 0: then ‖E ĝ‖² and trace/R are shown); cosine of each estimate to the mean of the others.
 {es_text}{trl_note}
 Command: `{command()}`
-Machine: {machine()}; other CPU-heavy jobs (another benchmark, COCO) ran on the same 2 cores at the same time, so
-wall seconds are inflated and noisy; CPU seconds of the one-thread workers are far less disturbed. Compare ratios
-within this table.
+Machine: {machine()}; other CPU-heavy jobs (another benchmark, COCO) ran on the same 2 cores at the same time. Wall
+seconds can be inflated by them; CPU seconds of the one-thread workers are far less disturbed. Compare ratios within
+this table.
 
 {chr(10).join(rows)}
 
