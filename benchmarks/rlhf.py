@@ -1,4 +1,6 @@
-"""RLHF estimators on the offline demo task, side by side with TRL's RLOOTrainer.
+"""RLHF estimators on the offline demo task: REINFORCE-family (reinforce, rloo, grpo), evolution strategies in
+parameter space (es, es-lowrank: population 8 × 4 prompts = the same 32 completions per update) and TRL's
+RLOOTrainer (left out with a note when ``trl``/``datasets`` are not installed).
 
 Same tiny GPT-2 (pretrained by the demo recipe), tokenizer, training prompts, VADER reward, learning rate, Adam
 (TRL: AdamW with weight decay 0, constant schedule), gradient clipping at 1, β, sampling (temperature 1, no
@@ -12,7 +14,8 @@ top-k, 16 new tokens), 32 sampled completions per update and the same number of 
 - the reward after training on held-out prompts (16 prompts × 8 completions, the same seed for every method)
   and KL(π ‖ π_pretrained) per completion, both computed by the same code for every method.
 
-Gradient variance is measured at the pretrained policy for our estimators (equal completions per estimate).
+Gradient variance is measured at the pretrained policy for our estimators, ES included (one population per
+estimate), at equal completions per estimate.
 
 Usage: python benchmarks/rlhf.py [--seeds 0,1,2] [--steps 60] [--repeats 64] [--out runs/bench-rlhf]
 """
@@ -33,6 +36,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # method name -> (preset, k) for ours; "trl-rloo" is TRL's RLOOTrainer with k = 4.
 OURS = {"reinforce": ("reinforce", 1), "rloo k=2": ("rloo", 2), "rloo k=4": ("rloo", 4), "grpo": ("grpo", 4)}
+# Evolution strategies in parameter space: method name -> extra TrainConfig settings. Population 8 × 4 prompts
+# = 32 completions per update (the trainer counts every member's completions); σ, rank (es-lowrank: 1) and the
+# shaping (centred ranks) are the trainer's defaults. es-lowrank samples its 8 members side by side in one batch
+# (--member-batch 8: the same results to float rounding as one at a time, only faster).
+ES = {"es": {}, "es-lowrank": {"member_batch": 8}}
+POPULATION, SIGMA, ES_SHAPING = 8, 1e-3, "centred-ranks"
 TRL_K = 4
 COMPLETIONS_PER_STEP = 32
 MAX_NEW_TOKENS = 16
@@ -75,10 +84,16 @@ def worker_ours(method: str, seed: int, base: str, steps: int, out: str) -> dict
     torch.set_num_threads(1)
     from stochgrad.rlhf.trainer import TrainConfig, run_train
 
-    preset, k = OURS[method]
-    cfg = TrainConfig(model=base, estimator=preset, k=k, completions_per_step=COMPLETIONS_PER_STEP, steps=steps,
-                      lr=LR, max_new_tokens=MAX_NEW_TOKENS, seed=seed, checkpoint_every=steps,
-                      sample_every=steps, threads=1)
+    if method in ES:
+        cfg = TrainConfig(model=base, estimator=method, population=POPULATION, sigma=SIGMA, es_shaping=ES_SHAPING,
+                          beta=BETA_RLOO, completions_per_step=COMPLETIONS_PER_STEP, steps=steps, lr=LR,
+                          max_new_tokens=MAX_NEW_TOKENS, seed=seed, checkpoint_every=steps, sample_every=steps,
+                          threads=1, **ES[method])
+    else:
+        preset, k = OURS[method]
+        cfg = TrainConfig(model=base, estimator=preset, k=k, completions_per_step=COMPLETIONS_PER_STEP, steps=steps,
+                          lr=LR, max_new_tokens=MAX_NEW_TOKENS, seed=seed, checkpoint_every=steps,
+                          sample_every=steps, threads=1)
     # Reach the state TRL's worker is in when its baseline RSS is taken (libraries imported, model, reference and
     # reward loaded); run_train then loads its own copy of the 0.5 MB model.
     import matplotlib.pyplot  # noqa: F401
@@ -158,10 +173,12 @@ def run_worker(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def variance(base: str, repeats: int) -> dict:
+def variance(base: str, repeats: int, methods: list[str]) -> dict:
     from stochgrad.runs.threads import torch_threads
     from stochgrad.rlhf.demo_data import TRAIN_PROMPTS
     from stochgrad.rlhf.diagnostics import measure
+    from stochgrad.rlhf.es.diagnostics import measure_es
+    from stochgrad.rlhf.es.update import es_config
     from stochgrad.rlhf.estimators import estimator_config
     from stochgrad.rlhf.policy import Policy
     from stochgrad.rlhf.rewards import VaderReward
@@ -173,6 +190,14 @@ def variance(base: str, repeats: int) -> dict:
         for method, (preset, k) in OURS.items():
             out[method] = measure(policy, ref, VaderReward(), TRAIN_PROMPTS, estimator_config(preset, k=k),
                                   COMPLETIONS_PER_STEP, repeats, name=method, seed=0).as_dict()
+        for method in ES:
+            if method not in methods:
+                continue
+            # one population of POPULATION members on COMPLETIONS_PER_STEP / POPULATION prompts per estimate
+            cfg = es_config(method, POPULATION, SIGMA, None, ES_SHAPING, BETA_RLOO, None,
+                            ES[method].get("member_batch"))
+            out[method] = measure_es(policy, ref, VaderReward(), TRAIN_PROMPTS, cfg, COMPLETIONS_PER_STEP, repeats,
+                                     name=method, seed=0).as_dict()
     return out
 
 
@@ -187,7 +212,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=64)
-    p.add_argument("--methods", default=",".join([*OURS, "trl-rloo"]))
+    p.add_argument("--methods", default=",".join([*OURS, *ES, "trl-rloo"]))
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-rlhf"))
     p.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -212,6 +237,11 @@ def main() -> None:
             build_pretrained(base, seed=0)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    import importlib.util
+    trl_missing = "trl-rloo" in methods and not all(importlib.util.find_spec(m) for m in ("trl", "datasets"))
+    if trl_missing:
+        print("trl-rloo: TRL (trl, datasets) is not installed here; left out of this run", flush=True)
+        methods.remove("trl-rloo")
     results: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in seeds:
         for method in methods:             # interleaved, so machine load affects every method alike
@@ -227,25 +257,34 @@ def main() -> None:
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             results[method].append(json.loads(res_path.read_text()))
     var_path = out / f"variance-r{args.repeats}.json"
-    if not var_path.exists():
-        var_path.write_text(json.dumps(variance(str(base), args.repeats)))
-    var = json.loads(var_path.read_text())
+    var = json.loads(var_path.read_text()) if var_path.exists() else {}
+    if not var or any(m in ES and m not in var for m in methods):
+        var = {**var, **variance(str(base), args.repeats, methods)}
+        var_path.write_text(json.dumps(var))
 
     from stochgrad.rlhf.demo_data import EVAL_PROMPTS, TRAIN_PROMPTS
     before = _before(str(base))
     pos_mean, pos_max, pos_rows = position_check(str(base))
-    rows = [("| method | k | prompts/step | completions | held-out reward after | KL to pretrained | CPU s/step "
+    rows = [("| method | k (ES: population) | prompts/step | completions | held-out reward after | KL to pretrained | CPU s/step "
             "| wall s/step | peak RSS MB | RSS growth in training MB | relative grad variance | cos to mean |"),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in methods:
         rs = results[method]
-        k = OURS[method][1] if method in OURS else TRL_K
+        k = OURS[method][1] if method in OURS else POPULATION if method in ES else TRL_K
         v = var.get(method) or var.get("rloo k=4" if method == "trl-rloo" else "")
-        rel = f"{v['relative_variance']:.2f} ± {v['relative_variance_se']:.2f}"
-        vtxt = (f"{rel} | {v['cosine']:.3f}" if method in OURS
+        # The mean of the estimates is resolved when the leave-one-out cosine is clearly above 0 (3 standard
+        # errors over the repeats); otherwise ‖E ĝ‖² is within its noise of 0 and so is any ratio to it (the
+        # bootstrap error, which treats ‖E ĝ‖² as known, would be meaningless).
+        resolved = v["cosine"] > 3 * v.get("cosine_std", 0.0) / math.sqrt(v["repeats"])
+        rel = (f"{v['relative_variance']:.2f} ± {v['relative_variance_se']:.2f}" if resolved else
+               f"not resolved: ‖E ĝ‖² estimate {v['mean_norm_sq']:.3g} against trace/R "
+               f"{v['trace_variance'] / v['repeats']:.3g}, cosine {v['cosine']:.4f} ± "
+               f"{v.get('cosine_std', math.nan) / math.sqrt(v['repeats']):.4f}")
+        vtxt = (f"{rel} | {v['cosine']:.3f}" if method in OURS or method in ES
                 else f"(same estimator as rloo k=4: {rel}) | ({v['cosine']:.3f})")
+        label = method if method in OURS else f"{method} (pop. {POPULATION})" if method in ES else "TRL RLOOTrainer"
         rows.append(
-            f"| {method if method in OURS else 'TRL RLOOTrainer'} | {k} | {COMPLETIONS_PER_STEP // k} | "
+            f"| {label} | {k} | {COMPLETIONS_PER_STEP // k} | "
             f"{rs[0]['completions']} | {_fmt([r['reward'] for r in rs])} | {_fmt([r['kl'] for r in rs], 2)} | "
             f"{_fmt([r['cpu_seconds_per_step'] for r in rs])} | {_fmt([r['seconds_per_step'] for r in rs])} | "
             f"{_fmt([r['peak_rss_mb'] for r in rs], 0)} | "
@@ -304,7 +343,37 @@ Reading, ours (rloo k=4) against TRL (the same estimator, the same completions):
 - GRPO's high reward comes with a KL {m(results['grpo'], 'kl') / m(o, 'kl'):.0f}× RLOO's: reward hacking (see
   docs/rlhf.md), not a better estimator.
 """ if "grpo" in results else ""
-    body = f"""## RLHF: REINFORCE-family estimators and TRL's RLOOTrainer on the demo task
+    es_text = ""
+    if any(m in ES for m in methods):
+        es_text = f"""
+`es` and `es-lowrank` (evolution strategies in parameter space): a population of {POPULATION} members ({POPULATION // 2}
+antithetic pairs θ ± σε) completes the same {COMPLETIONS_PER_STEP // POPULATION} prompts once each, so an update also costs
+{COMPLETIONS_PER_STEP} sampled completions (the trainer's `samples_seen` counts every member's). σ = {SIGMA:g}, fitness shaping
+by {ES_SHAPING} and, for `es-lowrank`, rank 1 noise applied in activation space are the trainer's defaults;
+`es-lowrank` samples its {POPULATION} members side by side in one batch (`--member-batch {ES['es-lowrank'].get('member_batch', 1)}`,
+the same numbers to float rounding as one at a time). β = {BETA_RLOO}: k1 to the pretrained model in the fitness, the
+objective of reinforce and rloo (the trainer's ES default is β = 0). The same Adam, learning rate and clipping; the
+ES estimate's norm is of order √D/(Nσ), so the clipping at 1 is always active. Their gradient variance: one
+population per estimate ({POPULATION} members × {COMPLETIONS_PER_STEP // POPULATION} prompts, the same {COMPLETIONS_PER_STEP} completions).
+"""
+    es_reading = ""
+    if any(m in results for m in ES) and results.get("rloo k=4"):
+        def mean_sd(rs, key, d=3):
+            return _fmt([r[key] for r in rs], d)
+
+        lines = [f"- `{m}`: held-out reward {mean_sd(results[m], 'reward')} (before: {before:.3f}), KL "
+                 f"{mean_sd(results[m], 'kl', 2)} nats, CPU {mean_sd(results[m], 'cpu_seconds_per_step')} s per "
+                 f"update, gradient cosine to the mean {var[m]['cosine']:.3f}" for m in ES if m in results]
+        lines.append(f"- against `rloo k=4`: reward {mean_sd(results['rloo k=4'], 'reward')}, KL "
+                     f"{mean_sd(results['rloo k=4'], 'kl', 2)}, CPU {mean_sd(results['rloo k=4'], 'cpu_seconds_per_step')} "
+                     f"s per update, cosine {var['rloo k=4']['cosine']:.3f}")
+        es_reading = ("Reading, ES against the action-space estimators at the same "
+                      f"{results['rloo k=4'][0]['completions']} completions:\n\n" + "\n".join(lines) + "\n")
+    trl_note = ("\nTRL's `RLOOTrainer` is not in this run: `trl` and `datasets` were not installed in the environment "
+                "it ran in (`--methods` includes `trl-rloo` by default and runs it where they are; the previous "
+                "run with TRL side by side is in the history of this file, e.g. commit 75c74d6).\n"
+                if trl_missing else "")
+    body = f"""## RLHF: REINFORCE-family estimators, evolution strategies and TRL's RLOOTrainer on the demo task
 
 Tiny GPT-2 (2 layers, 4 heads, width 64, 137k parameters, byte-level BPE with 512 tokens) pretrained by the demo
 recipe, fine-tuned towards positive VADER sentiment on the demo's {len(TRAIN_PROMPTS)} training prompts: {args.steps} updates
@@ -316,15 +385,20 @@ Held-out reward: mean VADER compound of {EVAL_K * len(EVAL_PROMPTS)} completions
 same seed for every model); before training it is {before:.3f}. Mean ± standard deviation over seeds {args.seeds}
 (each seed a separate process with one torch thread). Gradient variance: at the pretrained policy,
 {args.repeats} estimates of {COMPLETIONS_PER_STEP} completions each, all parameters; relative = trace of the covariance /
-‖E ĝ‖² (± a bootstrap standard error over the repeats); cosine of each estimate to the mean of the others.
-
+‖E ĝ‖² (± a bootstrap standard error over the repeats; "not resolved" when the mean of the estimates is not
+resolved, i.e. the mean leave-one-out cosine is within 3 standard errors of 0 and the mean of the estimates is
+indistinguishable from 0: then ‖E ĝ‖² and trace/R are shown); cosine of each estimate to the mean of the others.
+{es_text}{trl_note}
 Command: `{command()}`
-Machine: {machine()}; another engineer's CPU-heavy jobs ran at the same time, so compare ratios within this table.
+Machine: {machine()}; other CPU-heavy jobs (another benchmark, COCO) ran on the same 2 cores at the same time. Wall
+seconds can be inflated by them; CPU seconds of the one-thread workers are far less disturbed. Compare ratios within
+this table.
 
 {chr(10).join(rows)}
 
 {ratio}
 
+{es_reading}
 {reading}
 TRL's `RLOOTrainer` scores completions (its log-probabilities for the loss and for the KL) with a forward pass
 that passes no `position_ids`, while generation derives positions from the attention mask. For a model with
