@@ -227,8 +227,9 @@ def _suite(suite: str, fid: int, dim: int, instance: int):
     return cocoex.Suite(suite, "", f"dimensions:{dim} instance_indices:{instance} function_indices:{index}")
 
 
-def f_opt(suite: str, fid: int, dim: int, instance: int) -> float:
-    """The optimal value of a noise-free problem: f at COCO's x_opt, evaluated on an unobserved copy."""
+def x_opt(suite: str, fid: int, dim: int, instance: int) -> tuple[np.ndarray, object]:
+    """COCO's optimal point of a problem ``[D]`` (cocoex writes it to a file in the working directory) and an
+    unobserved copy of the problem (free it when done)."""
     s = _suite(suite, fid, dim, instance)
     q = s.get_problem_by_function_dimension_instance(fid, dim, instance)
     cwd = os.getcwd()
@@ -239,6 +240,12 @@ def f_opt(suite: str, fid: int, dim: int, instance: int) -> float:
             xopt = np.loadtxt("._bbob_problem_best_parameter.txt", ndmin=1)
         finally:
             os.chdir(cwd)
+    return xopt, q
+
+
+def f_opt(suite: str, fid: int, dim: int, instance: int) -> float:
+    """The optimal value of a noise-free problem: f at COCO's x_opt, evaluated on an unobserved copy."""
+    xopt, q = x_opt(suite, fid, dim, instance)
     value = float(q(xopt))
     q.free()
     return value

@@ -43,7 +43,7 @@ def test_art_arithmetic_on_a_hand_made_example(coco) -> None:
 
 def test_delta_f_agrees_with_coco_final_target_on_f1(coco) -> None:
     """Δf = f − f_opt with f_opt from COCO's x_opt: COCO's final target is hit just below Δf = 1e-8, not above."""
-    fo, xopt, x = coco.f_opt("bbob", 1, 2, 1), _xopt(coco, 1, 2, 1), np.zeros(2)
+    fo, xopt, x = coco.f_opt("bbob", 1, 2, 1), coco.x_opt("bbob", 1, 2, 1)[0], np.zeros(2)
     probe_suite = coco._suite("bbob", 1, 2, 1)
     probe = probe_suite.get_problem_by_function_dimension_instance(1, 2, 1)
     assert probe(xopt) == fo
@@ -59,22 +59,6 @@ def test_delta_f_agrees_with_coco_final_target_on_f1(coco) -> None:
         assert q.final_target_hit == hit
         q.free()
     probe.free()
-
-
-def _xopt(coco, fid, dim, inst):
-    import os
-    import tempfile
-
-    s = coco._suite("bbob", fid, dim, inst)
-    q = s.get_problem_by_function_dimension_instance(fid, dim, inst)
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        try:
-            q._best_parameter("print")
-            return np.loadtxt("._bbob_problem_best_parameter.txt", ndmin=1)
-        finally:
-            os.chdir(cwd)
 
 
 def test_harness_runs_every_method_writes_coco_data_and_resumes(coco, tmp_path) -> None:
