@@ -43,6 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command, machine, update_section
 
+from stochgrad.runs.files import read_jsonl
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "coco_runs.jsonl"
 DATA = HERE / "results" / "coco"
@@ -308,15 +310,8 @@ def _key(r: dict) -> tuple:
 
 
 def load(path: Path = RESULTS) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:                    # a torn last line from an interrupted run
-            pass
-    return rows
+    """The run records in ``path`` (a torn last line from an interrupted run is ignored)."""
+    return read_jsonl(path)
 
 
 def run(suite: str, dims, functions, methods, instances=None, budget_per_dim: int | None = None,
