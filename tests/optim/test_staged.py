@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 
 from stochgrad.lab.functions import FUNCTIONS
@@ -47,7 +49,7 @@ def test_a_converged_second_stage_restarts_with_twice_the_population_and_keeps_t
     minimize(f, None, None, budget=40_000, continue_from=opt, callback=watch)
     assert opt.restarts >= 1
     assert sorted(set(pops)) == [10 * 2 ** k for k in range(opt.restarts + 1)]          # SNES's λ = 10 at D = 10
-    assert all(b <= a for a, b in zip(bests, bests[1:]))        # the best value never gets worse across restarts
+    assert all(b <= a for a, b in pairwise(bests))        # the best value never gets worse across restarts
     assert opt.best_f == min(opt.first.best_f, opt.done_best[0], opt.second.best_f)
 
 
@@ -72,3 +74,8 @@ def test_resume_across_the_switch_continues_exactly() -> None:
         assert resumed.stage == 2 and resumed.switched_at == full.switched_at and resumed.restarts == full.restarts
         assert torch.equal(resumed.loc, full.loc) and resumed.best_f == full.best_f
         assert resumed.n_evals == full.n_evals
+
+
+def test_minimize_passes_dtype_to_the_staged_search() -> None:
+    res = minimize(lambda x: (x ** 2).sum(-1), torch.ones(3), 1.0, budget=300, dtype=torch.float32)
+    assert res.x.dtype == torch.float32 and res.loc.dtype == torch.float32

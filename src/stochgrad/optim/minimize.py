@@ -110,7 +110,6 @@ def make_search(x0: Tensor, sigma0: float | Tensor, estimator: Estimator | str |
                                        f"of the search-gradient optimizers 'natural', 'adam', 'sgd'); its options "
                                        f"are {list(QUASI_NEWTON_OPTIONS)}")
         if optimizer == "staged":
-            options.pop("dtype", None)
             return StagedSearch(x0, sigma0, **options)
         return QuasiNewtonSearch(x0, sigma0, **options)
     options = {"fitness_shaping": SEARCH_DEFAULTS["fitness_shaping"], **options}
