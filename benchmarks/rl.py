@@ -11,7 +11,8 @@ Every training run goes to runs/bench-rl/<env>/<method>/seed_<s>/ (a `stochgrad 
 resumed, not repeated, when the script runs again; a run is capped at the episodes in CAPS. All methods use the
 task's ARS V2-t settings (σ = ν, plain step α, 2N episodes per iteration where the estimator can work with it,
 the survival-bonus shift, running observation normaliser, returns divided by their std); the only difference
-is the estimator (ARS: top-b of N antithetic directions, the std of the 2b returns used).
+is the estimator (ARS: top-b of N antithetic directions, the std of the 2b returns used). `default` is
+`stochgrad rl train` with nothing but the task and the budget given.
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ from _report import ROOT, command, machine, update_section
 RUNS = ROOT / "runs" / "bench-rl"
 FIGS = ROOT / "docs" / "figures"
 ENVS = ["Swimmer-v5", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5"]
-METHODS = ["ars", "sf-antithetic", "ccmvd", "auto"]
+#: method → the TrainConfig settings it sets (everything else is the trainer's default).
+METHODS: dict[str, dict] = {
+    "ars": {"estimator": "ars", "orthogonal": False},
+    "sf-antithetic": {"estimator": "sf-antithetic"},
+    "ccmvd": {"estimator": "ccmvd"},
+    "auto": {"estimator": "auto"},
+    "default": {},
+}
 #: Episodes per run (compute on this machine is 2 shared cores); ARS V2-t's published medians on v1 were
 #: 427, 1973, 1707 and 24000.
-CAPS = {"Swimmer-v5": 1000, "Hopper-v5": 2000, "HalfCheetah-v5": 1280, "Walker2d-v5": 1600}
+CAPS = {"Swimmer-v5": 1000, "Hopper-v5": 3000, "HalfCheetah-v5": 2600, "Walker2d-v5": 1600}
+#: Bootstrap resamples of the seeds for the interval of the median.
+BOOTSTRAP = 10000
 #: Training episodes between evaluations of the mean policy (5 episodes each, not counted).
 EVAL_SPACING = {"Swimmer-v5": 40, "Hopper-v5": 96, "HalfCheetah-v5": 128, "Walker2d-v5": 160}
 
@@ -43,8 +53,8 @@ def _config(env: str, method: str, seed: int, evaluator: str):
     from stochgrad.rl.envs import env_spec
     from stochgrad.rl.trainer import TrainConfig
 
-    cfg = TrainConfig(env=env, estimator=method, episodes=CAPS[env], seed=seed, seeds=1, evaluator=evaluator,
-                      eval_episodes=5, checkpoint_every=5)
+    cfg = TrainConfig(env=env, episodes=CAPS[env], seed=seed, seeds=1, evaluator=evaluator, eval_episodes=5,
+                      checkpoint_every=5, **METHODS[method])
     B = cfg.resolved(env_spec(env))["episodes_per_iter"]
     cfg.eval_every = max(1, EVAL_SPACING[env] // B)
     return cfg
@@ -98,11 +108,38 @@ def _load_rows(env: str, method: str) -> list[list[dict]]:
     return out
 
 
+def _initial_eval(env: str, seed: int) -> dict:
+    """The row at episode 0: the starting policy (W = 0, identity normaliser) evaluated as the trainer evaluates,
+    the same for every method of a seed."""
+    from stochgrad.evaluators import Serial
+    from stochgrad.rl.trainer import Trainer
+
+    ret, std = Trainer(_config(env, "default", seed, "serial"), seed, Serial()).evaluate(iteration=0)
+    return {"episodes": 0, "eval_return": ret, "eval_std": std}
+
+
+def median_interval(hits: list[int | None], cap: int, resamples: int = BOOTSTRAP, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """Median episodes to threshold over seeds (a seed that did not reach it counts as infinitely many) and a
+    95% bootstrap interval over the seeds (percentiles of resampled medians; inf = beyond the cap)."""
+    x = np.array([np.inf if h is None else float(h) for h in hits])
+    rng = np.random.default_rng(seed)
+    meds = np.median(x[rng.integers(0, len(x), (resamples, len(x)))], axis=1)
+    lo, hi = np.quantile(meds, [0.025, 0.975], method="inverted_cdf")
+    return float(np.median(x)), float(lo), float(hi)
+
+
+def _episodes_text(v: float, cap: int) -> str:
+    return f"> {cap}" if not np.isfinite(v) else f"{v:.0f}"
+
+
 def report(args: argparse.Namespace) -> None:
     from stochgrad.rl.plots import reward_curve
     from stochgrad.rl.run import first_reaching
     from stochgrad.rl.tasks import TASKS
+    from stochgrad.rl.trainer import TrainConfig
 
+    d = TrainConfig()
     lines = [
         "## RL: episodes to ARS's reward thresholds on the MuJoCo v5 tasks",
         "",
@@ -112,56 +149,55 @@ def report(args: argparse.Namespace) -> None:
         "2N episodes per iteration (or the estimator's minimum if larger: 6 for CCMVD on Swimmer), running observation "
         "normaliser frozen within an iteration, returns divided by their std (ARS: the std of the 2b returns it "
         "uses), survival-bonus shift 1 on Hopper and Walker2d, actions clipped to the action space. "
-        "`ars` = ARS V2-t run by our trainer (top b of N directions); `sf-antithetic` = the same without top-b "
-        "(antithetic score function); `ccmvd` = CCMVD at the same episodes per iteration (half score function, half "
-        "coupled MVD on the K components with the largest running score-function variance); `auto` = Auto at the "
-        "same episodes per iteration."),
+        "`ars` = ARS V2-t run by our trainer (top b of N independent directions); `sf-antithetic` = the same without "
+        "top-b (antithetic score function); `ccmvd` = CCMVD at the same episodes per iteration (half score function, "
+        "half coupled MVD on the K components with the largest running score-function variance); `auto` = Auto at "
+        "the same episodes per iteration; `default` = `stochgrad rl train` given only the task and the budget "
+        f"(today: estimator {d.estimator}{', orthogonal directions' if d.orthogonal else ''}, the rest as above)."),
         "",
         "Episodes to threshold = training episodes (evaluation episodes not counted) at the first evaluation of the "
         "mean policy (mean of 5 episodes, every "
         + ", ".join(f"{e.split('-')[0]} ≈{EVAL_SPACING[e]}" for e in ENVS)
         + " training episodes) whose return reached the threshold. Runs were capped at "
         + ", ".join(f"{e.split('-')[0]} {CAPS[e]}" for e in ENVS)
-        + " episodes (2 shared CPU cores); 'not reached' means not within the cap. The published ARS V2-t medians "
+        + " episodes (2 shared CPU cores); 'not reached' means not within the cap. Median over seeds, a seed that "
+        "did not reach the threshold counting as infinitely many episodes, with a 95% bootstrap interval over the "
+        f"seeds ({BOOTSTRAP} resamples; '> cap' = beyond the cap). The published ARS V2-t medians "
         "(gym v1, MuJoCo 1.31) are context only: the v5 tasks differ, and ARS's own saved Hopper policy scores about "
         "1500 on v5.",
         "",
         f"Command: `{command()}` (training runs: `python benchmarks/rl.py thresholds --envs ...`)  ",
         f"Machine: {machine()}",
         "",
-        ("| task (threshold) | method | seeds | episodes to threshold per seed | median | best eval return per seed "
-        "(episodes) | published ARS V2-t median (v1) |"),
-        "|---|---|---:|---|---:|---|---:|",
+        ("| task (threshold) | method | seeds | reached | episodes to threshold per seed | median [95% interval] | "
+         "best eval return per seed (episodes) | published ARS V2-t median (v1) |"),
+        "|---|---|---:|---:|---|---|---|---:|",
     ]
-    summary = {}
-    for env in ENVS:
+    envs = [e for e in ENVS if any(_load_rows(e, m) for m in METHODS)]
+    for env in envs:
         p = TASKS[env]
         runs = {}
         for method in METHODS:
             seeds = _load_rows(env, method)
             if not seeds:
                 continue
-            runs[method] = seeds
             hits = [first_reaching(rows, p.threshold) for rows in seeds]
             per = ", ".join("not reached" if h is None else str(h) for h in hits)
-            reached = sorted(h for h in hits if h is not None)
-            if len(reached) * 2 > len(hits):
-                med = str(int(np.median([h if h is not None else np.inf for h in hits])))
-            else:
-                med = f"> {CAPS[env]} (cap)"
+            med, lo, hi = median_interval(hits, CAPS[env])
             best = []
             for rows in seeds:
                 ev = [(r["eval_return"], r["episodes"]) for r in rows if r.get("eval_return") is not None]
                 b = max(ev) if ev else (float("nan"), 0)
                 best.append(f"{b[0]:.0f} ({b[1]}/{rows[-1]['episodes']})")
-            summary[(env, method)] = hits
-            lines.append(f"| {env} ({p.threshold:g}) | {method} | {len(seeds)} | {per} | {med} | {'; '.join(best)} | "
-                         f"{p.published_median_episodes} |")
-        if runs:
-            FIGS.mkdir(parents=True, exist_ok=True)
-            reward_curve(runs, FIGS / f"rl_curve_{env}.png", f"{env}: mean policy return (mean, min–max over seeds)",
-                         p.threshold)
-    lines += ["", "Reward curves: " + ", ".join(f"`docs/figures/rl_curve_{e}.png`" for e in ENVS), ""]
+            reached = sum(h is not None for h in hits)
+            lines.append(f"| {env} ({p.threshold:g}) | {method} | {len(seeds)} | {reached}/{len(seeds)} | {per} | "
+                         f"{_episodes_text(med, CAPS[env])} [{_episodes_text(lo, CAPS[env])}, "
+                         f"{_episodes_text(hi, CAPS[env])}] | {'; '.join(best)} | {p.published_median_episodes} |")
+            runs[method] = [[_initial_eval(env, int(r[0]["seed"]))] + r for r in seeds]
+        FIGS.mkdir(parents=True, exist_ok=True)
+        reward_curve(runs, FIGS / f"rl_curve_{env}.png", f"{env}: mean policy return (mean, min–max over seeds)",
+                     p.threshold)
+    lines += ["", "Reward curves: " + ", ".join(f"`docs/figures/rl_curve_{e}.png`" for e in envs), ""]
     update_section("rl-thresholds", "\n".join(lines))
     print("\n".join(lines))
 

@@ -8,6 +8,7 @@ import torch
 
 import stochgrad as sg
 from cases import PROBLEMS, Z_THRESHOLD, z_test
+from stochgrad.estimators.ars import orthogonal_gaussian
 from stochgrad.estimators.registry import get_spec, make_estimator
 
 T = torch.float64
@@ -82,7 +83,7 @@ def test_ars_names_what_it_cannot_estimate() -> None:
 
 def test_the_registry_marks_ars_biased_and_the_z_test_agrees() -> None:
     """b < N keeps the directions that looked best: the mean estimate is not the gradient. b = N is unbiased."""
-    assert get_spec("ars").biased and get_spec("ars").options == ("top",)
+    assert get_spec("ars").biased and get_spec("ars").options == ("top", "orthogonal")
     prob = PROBLEMS["normal"]
     dist = prob.dist(copies=20000)
     exact = prob.exact_grad()["loc"]
@@ -91,3 +92,42 @@ def test_the_registry_marks_ars_biased_and_the_z_test_agrees() -> None:
     assert z_test(biased.grad["loc"], exact).max_abs_z > Z_THRESHOLD
     fair = sg.ARS(4).estimate(prob.f, dist, gen, params=("loc",))
     assert z_test(fair.grad["loc"], exact).max_abs_z < Z_THRESHOLD
+
+
+def test_orthogonal_directions_are_orthogonal_within_a_copy_and_each_a_standard_normal() -> None:
+    gen = torch.Generator().manual_seed(0)
+    eps = orthogonal_gaussian(7, (3, 5), gen)                                  # 7 directions, 3 copies, D = 5
+    for c in range(3):
+        block = eps[:5, c]
+        gram = block @ block.T
+        assert torch.allclose(gram - torch.diag(torch.diagonal(gram)), torch.zeros(5, 5, dtype=T), atol=1e-12)
+        assert abs(float(eps[5, c] @ eps[6, c])) < 1e-12                      # the next block is its own frame,
+        assert abs(float(eps[4, c] @ eps[5, c])) > 1e-6                       # not orthogonal to the first
+    many = orthogonal_gaussian(5, (40000, 5), gen)                             # [5, 40000, 5]
+    for k in (0, 4):                                                           # first and last of a block
+        row = many[k]
+        assert float(row.mean(0).abs().max()) < 0.03
+        assert torch.allclose(row.T.cov(), torch.eye(5, dtype=T), atol=0.05)
+        assert abs(float(row.norm(dim=-1).pow(2).mean()) - 5.0) < 0.1          # lengths of Gaussian vectors
+
+
+def test_orthogonal_ars_with_all_directions_is_unbiased_and_lower_in_variance_on_a_linear_f() -> None:
+    prob = PROBLEMS["normal"]
+    dist = prob.dist(copies=20000)
+    gen = torch.Generator().manual_seed(1)
+    ortho = sg.ARS(4, orthogonal=True).estimate(prob.f, dist, gen, params=("loc",))
+    assert z_test(ortho.grad["loc"], prob.exact_grad()["loc"]).max_abs_z < Z_THRESHOLD
+    w = torch.linspace(-1, 2, 6, dtype=T)
+    lin = sg.Normal(torch.zeros(20000, 6, dtype=T), torch.full((20000, 6), 0.2, dtype=T))
+    mse = {}
+    for orth in (False, True):
+        g = sg.ARS(6, orthogonal=orth).estimate(lambda x: x @ w, lin, gen).grad["loc"]
+        mse[orth] = float(((g - w) ** 2).sum(-1).mean())
+    # N = D independent directions: E‖ĝ − w‖² = (D + 1)‖w‖²/N = 7‖w‖²/6; an orthogonal frame with Gaussian
+    # lengths leaves only the spread of the lengths: 2‖w‖²/N = ‖w‖²/3.
+    assert mse[True] < 0.6 * mse[False]
+
+
+def test_orthogonal_must_be_a_bool() -> None:
+    with pytest.raises(sg.InvalidArgumentError, match="orthogonal: need True or False; got 'yes'"):
+        sg.ARS(4, orthogonal="yes")

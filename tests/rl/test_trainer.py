@@ -145,6 +145,25 @@ def test_bad_settings_are_named() -> None:
         Trainer(_fast(estimator="ars", episodes_per_iter=7), 0, Serial())
     with pytest.raises(sg.InvalidArgumentError, match=r"episodes_per_iter: sf-antithetic uses 6 of 7 episodes"):
         Trainer(_fast(episodes_per_iter=7), 0, Serial())
+    with pytest.raises(sg.InvalidArgumentError, match=r"orthogonal: estimator ccmvd draws no directions it could "
+                                                      r"make orthogonal; estimators that do: ars"):
+        _fast(estimator="ccmvd", orthogonal=True).validate()
+    with pytest.raises(sg.InvalidArgumentError, match=r"orthogonal: need True or False; got 1"):
+        _fast(estimator="ars", orthogonal=1).validate()
+
+
+def test_orthogonal_directions_reach_the_estimator_and_learn() -> None:
+    cfg = _fast(estimator="ars", top=4, orthogonal=True, sigma=0.1, lr=0.1)
+    tr = Trainer(cfg, 0, Serial())
+    assert tr.search.estimator.orthogonal
+    eps = tr.search.estimator.plan(tr.search.distribution(), torch.Generator().manual_seed(0)).eps   # [4, 4]
+    gram = eps @ eps.T
+    assert torch.allclose(gram - torch.diag(torch.diagonal(gram)), torch.zeros(4, 4, dtype=torch.float64),
+                          atol=1e-12)
+    first = tr.evaluate()[0]
+    while not tr.done():
+        tr.step()
+    assert tr.evaluate()[0] > first + 20
 
 
 def test_run_directory_errors(tmp_path) -> None:

@@ -10,6 +10,11 @@ keeps the directions that happened to look best), which is why its registry entr
 unbiasedness tests skip it by that flag. ARS V2-t's step ``α/(b σ_R) Σ (r⁺ − r⁻) δ`` is ``α · 2σ · ĝ`` on the
 returns divided by σ_R, the standard deviation of the 2b returns used: :meth:`ARSPlan.used` says which those are,
 so that a caller (the RL trainer) can scale by them without knowing which estimator it runs.
+
+With ``orthogonal=True`` the N directions are orthogonal (in blocks of D when N > D) with the lengths of
+Gaussian vectors: each δ_k is still exactly N(0, I), so with b = N the estimate stays unbiased, but the pairs no
+longer repeat each other's directions (Choromanski et al. 2018, "Structured evolution with compact architectures
+for scalable policy optimization": orthogonal ensembles).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from stochgrad.distributions import draws
 from stochgrad.distributions.base import Family
 from stochgrad.distributions.normal import Normal
 from stochgrad.errors import BudgetError, InvalidArgumentError, UnsupportedError
@@ -36,6 +42,8 @@ class ARS(Estimator):
       best: "max" keeps the pairs whose better value is largest (f is a return to maximise); "min" keeps those
         whose better value is smallest, for values to minimise (what :class:`~stochgrad.optim.SearchGradient`
         hands its estimator: f, or −f with ``maximize=True``).
+      orthogonal: draw the N directions orthogonal to each other (see :func:`orthogonal_gaussian`); False draws
+        them independently, as ARS does.
 
     Estimates the location of a :class:`~stochgrad.Normal` only (``params`` defaults to ``("loc",)``); the
     reported variance is that of the mean of the b kept pairs' terms (for b < N an approximation: the kept
@@ -52,7 +60,7 @@ class ARS(Estimator):
     reinforcement learning", Algorithm 2 (V2-t).
     """
 
-    def __init__(self, directions: int, top: int | None = None, best: str = "max") -> None:
+    def __init__(self, directions: int, top: int | None = None, best: str = "max", orthogonal: bool = False) -> None:
         if not isinstance(directions, int) or isinstance(directions, bool) or directions < 1:
             raise BudgetError(f"directions: ARS needs an int >= 1; got {directions!r}")
         top = directions if top is None else top
@@ -60,7 +68,9 @@ class ARS(Estimator):
             raise InvalidArgumentError(f"top: ARS uses b <= N = {directions} directions; got {top!r} (b >= 1)")
         if best not in BEST:
             raise InvalidArgumentError(f"best: got {best!r}; choose 'max' or 'min'")
-        self.directions, self.top, self.best = directions, top, best
+        if not isinstance(orthogonal, bool):
+            raise InvalidArgumentError(f"orthogonal: need True or False; got {orthogonal!r}")
+        self.directions, self.top, self.best, self.orthogonal = directions, top, best, orthogonal
 
     def n_evals(self, dist: Family, params: Sequence[str] | None = None) -> int:
         return 2 * self.directions
@@ -78,11 +88,36 @@ class ARS(Estimator):
                                    "or MeasureValued for the scale")
         dist = dist.detach()
         loc, scale = dist.param("loc"), dist.param("scale")
-        _, eps = dist.sample_with_noise((self.directions,), generator)          # δ ~ N(0, I), [N, *batch, D]
+        if self.orthogonal:
+            eps = orthogonal_gaussian(self.directions, loc.shape, generator, loc.dtype)
+        else:
+            _, eps = dist.sample_with_noise((self.directions,), generator)      # δ ~ N(0, I), [N, *batch, D]
         # μ ± σδ written out rather than the family's fused draw, so that the points (and recorded runs) are
         # those of ARS's own formula to the bit.
         points = torch.cat([loc + scale * eps, loc - scale * eps], 0)
         return ARSPlan(dist, points, eps, self.top, self.best)
+
+
+def orthogonal_gaussian(n: int, shape: Sequence[int] | torch.Size, generator: torch.Generator | None = None,
+                        dtype: torch.dtype = torch.float64) -> Tensor:
+    """``[n, *shape]`` directions, each exactly N(0, I) over the last axis (length D), orthogonal to each other
+    within each copy (the leading axes of ``shape``) and each block of D consecutive rows.
+
+    Gaussian rows are orthonormalised in order (Gram–Schmidt by QR, signs fixed so the frame is Haar) and given
+    back their own lengths: row k's length is that of a Gaussian vector and, by rotation invariance, independent
+    of its direction, which is uniform; so every row is marginally N(0, I).
+    """
+    shape = tuple(shape)
+    d = shape[-1]
+    g = draws.standard_normal((n, *shape), generator, dtype).reshape(n, -1, d)     # [n, M, D]
+    out = torch.empty_like(g)
+    for start in range(0, n, d):
+        block = g[start:start + d]                                             # [k, M, D]
+        q, r = torch.linalg.qr(block.permute(1, 2, 0))                         # [M, D, k], [M, k, k]
+        sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+        q = q * sign.masked_fill(sign == 0, 1.0).unsqueeze(-2)
+        out[start:start + d] = q.permute(2, 0, 1) * block.norm(dim=-1, keepdim=True)
+    return out.reshape(n, *shape)
 
 
 class ARSPlan(Plan):

@@ -149,17 +149,20 @@ for _name, _desc, (_build, _min) in [
     register_estimator(_name, _desc, _build, _min, SUPPORTS[_name], biased=_name == "sf-mean")
 
 
-def _ars(budget: int, dist: Family, params: tuple[str, ...], top: int | None = None) -> ARS:
-    """N = budget // 2 pairs, b = ``top`` (default N // 2, at least 1); "best" is the smallest value, since
-    callers of the registry (the optimiser, the RL trainer through it) hand the estimator values to minimise."""
+def _ars(budget: int, dist: Family, params: tuple[str, ...], top: int | None = None,
+         orthogonal: bool | None = None) -> ARS:
+    """N = budget // 2 pairs, b = ``top`` (default N // 2, at least 1), independent or ``orthogonal`` directions
+    (default independent); "best" is the smallest value, since callers of the registry (the optimiser, the RL
+    trainer through it) hand the estimator values to minimise."""
     n = budget // 2
-    return ARS(n, max(1, n // 2) if top is None else top, best="min")
+    return ARS(n, max(1, n // 2) if top is None else top, best="min", orthogonal=bool(orthogonal))
 
 
 register_estimator(
-    "ars", "ARS V2-t: N = budget/2 antithetic pairs, the b best kept (top, default N/2; biased for b < N)", _ars,
+    "ars", "ARS V2-t: N = budget/2 antithetic pairs, the b best kept (top, default N/2; biased for b < N); "
+    "orthogonal=True draws the N directions orthogonal", _ars,
     lambda dist, params: 2, lambda family, param: issubclass(family, Normal) and param == "loc", biased=True,
-    options=("top",))
+    options=("top", "orthogonal"))
 
 
 def estimator_names() -> list[str]:

@@ -21,17 +21,31 @@ def curve_on_grid(rows: Sequence[dict], grid: np.ndarray, key: str = "eval_retur
     return out
 
 
+def y_limits(values: np.ndarray) -> tuple[float, float] | None:
+    """The y range of a plot of ``values`` (any shape; NaN ignored): their span with 5% margins, or None."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    low, high = float(values.min()), float(values.max())
+    pad = 0.05 * (high - low) if high > low else max(1.0, abs(high) * 0.05)
+    return low - pad, high + pad
+
+
 def reward_curve(runs: dict[str, Sequence[Sequence[dict]]], path: Path, title: str,
                  threshold: float | None = None) -> Path:
     """Evaluation return of the mean policy against training episodes: per label the mean over seeds (line) and
-    the spread between the lowest and highest seed (band).
+    the spread between the lowest and highest seed (band). The y axis spans the data; a threshold outside it is
+    named in the legend instead of stretching the axis.
 
     Args:
-      runs: label → one list of metric rows per seed.
+      runs: label → one list of metric rows per seed (a row at ``episodes`` 0 puts the starting policy on the
+        curve).
       path: the PNG to write.
       threshold: drawn as a dashed line (ARS's reward threshold).
     """
     fig, ax = new_figure((6.0, 3.8))
+    shown: list[np.ndarray] = []
     for i, (label, seeds) in enumerate(runs.items()):
         seeds = [s for s in seeds if s]
         if not seeds:
@@ -48,8 +62,16 @@ def reward_curve(runs: dict[str, Sequence[Sequence[dict]]], path: Path, title: s
         color = f"C{i}"
         ax.plot(grid, mean, color=color, label=f"{label} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
         ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+        shown += [lo, hi]
+    limits = y_limits(np.concatenate(shown) if shown else np.array([]))
+    if limits is not None:
+        ax.set_ylim(*limits)
     if threshold is not None:
-        ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:g}")
+        if limits is None or limits[0] <= threshold <= limits[1]:
+            ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:g}")
+        else:
+            where = "above" if threshold > limits[1] else "below"
+            ax.plot([], [], color="k", ls="--", lw=0.8, label=f"threshold {threshold:g} ({where} the plot)")
     ax.set_xlabel("training episodes")
     ax.set_ylabel("return of the mean policy")
     ax.set_title(title, fontsize=9)

@@ -69,6 +69,8 @@ class TrainConfig:
       optimizer: "sgd" (a plain step, as ARS) or "adam".
       top: b, the pairs kept by an estimator with top-b selection (ARS; default: the task's preset, else N);
         ignored by the others.
+      orthogonal: draw the directions of an estimator that offers it (ARS) orthogonal to each other, each still
+        N(0, I); an error for the others.
       reward_scaling: "std" (divide by the std of the returns used, ARS V2), "centered-ranks" or "none".
       shift: subtracted from every training reward (default: the task's, 1 on Hopper and Walker2d, else 0).
       actions: "clip" to the action space, or "raw" (the simulator clamps, ARS's handling).
@@ -94,6 +96,7 @@ class TrainConfig:
     lr: float | None = option(None, "step size (default: ARS's alpha for the task)")
     optimizer: str = option("sgd", "sgd = a plain step as ARS, or adam", choices=tuple(OPTIMIZERS))
     top: int | None = option(None, "ARS: directions used per step, b (default: the task's)")
+    orthogonal: bool = option(False, "ARS: draw the directions of an iteration orthogonal to each other")
     reward_scaling: str = option("std", "divide returns by their std (ARS V2), centred ranks, or none",
                                  choices=SCALINGS)
     shift: float | None = option(None, "subtracted from each training reward (default: 1 on Hopper/Walker2d, "
@@ -142,6 +145,12 @@ class TrainConfig:
             raise InvalidArgumentError(f"reward_scaling: got {self.reward_scaling!r}; choose one of {list(SCALINGS)}")
         if self.actions not in ACTIONS:
             raise InvalidArgumentError(f"actions: got {self.actions!r}; choose one of {list(ACTIONS)}")
+        if not isinstance(self.orthogonal, bool):
+            raise InvalidArgumentError(f"orthogonal: need True or False; got {self.orthogonal!r}")
+        if self.orthogonal and "orthogonal" not in get_spec(self.estimator).options:
+            offer = [n for n in names if "orthogonal" in get_spec(n).options]
+            raise InvalidArgumentError(f"orthogonal: estimator {self.estimator} draws no directions it could make "
+                                       f"orthogonal; estimators that do: {', '.join(offer)}")
         if self.evaluator not in ("process", "ray", "serial"):
             raise InvalidArgumentError(f"evaluator: got {self.evaluator!r}; choose process, ray or serial")
 
@@ -163,7 +172,7 @@ class TrainConfig:
         if "top" in get_spec(self.estimator).options:     # top-b selection (ARS): b of the N = B/2 pairs
             n = B // 2
             top = self.top if self.top is not None else (min(p.top, n) if p and p.directions == n else n)
-        used = build_estimator(self.estimator, B, dist, top).n_evals(dist, ("loc",))
+        used = build_estimator(self.estimator, B, dist, top, self.orthogonal).n_evals(dist, ("loc",))
         if used != B:
             raise InvalidArgumentError(
                 f"episodes_per_iter: {self.estimator} uses {used} of {B} episodes per estimate for "
@@ -184,11 +193,14 @@ def _search_distribution(n_params: int, sigma: float) -> Normal:
     return Normal(torch.zeros(n_params, dtype=torch.float64), torch.full((n_params,), sigma, dtype=torch.float64))
 
 
-def build_estimator(name: str, episodes_per_iter: int, dist: Normal, top: int | None = None) -> Estimator:
+def build_estimator(name: str, episodes_per_iter: int, dist: Normal, top: int | None = None,
+                    orthogonal: bool = False) -> Estimator:
     """The registry's estimator ``name`` for ``episodes_per_iter`` episodes on the search distribution; ``top``
-    is passed to estimators with top-b selection. The registry's estimators take values to minimise, as
-    :class:`~stochgrad.optim.SearchGradient` hands them (−return)."""
-    options = {} if top is None else {"top": top}
+    is passed to estimators with top-b selection, ``orthogonal=True`` to those that offer it. The registry's
+    estimators take values to minimise, as :class:`~stochgrad.optim.SearchGradient` hands them (−return)."""
+    options: dict[str, Any] = {} if top is None else {"top": top}
+    if orthogonal:
+        options["orthogonal"] = True
     return make_estimator(name, episodes_per_iter, dist, ("loc",), **options)
 
 
@@ -227,7 +239,7 @@ class Trainer:
         s = self.settings
         self.normalizer = RunningNormalizer(self.spec.obs_dim, config.normalize)
         estimator = build_estimator(config.estimator, s["episodes_per_iter"],
-                                    _search_distribution(self.spec.n_params, s["sigma"]), s["top"])
+                                    _search_distribution(self.spec.n_params, s["sigma"]), s["top"], config.orthogonal)
         # The optimiser receives 2σ·ĝ: scale the learning rate of a plain step accordingly (Adam is scale-free).
         lr = s["lr"] * 2 * s["sigma"] if config.optimizer == "sgd" else s["lr"]
         self.search = SearchGradient(torch.zeros(self.spec.n_params, dtype=torch.float64), s["sigma"],

@@ -1,0 +1,49 @@
+"""benchmarks/rl.py: the median over seeds with its bootstrap interval (censored seeds count as infinitely many
+episodes), each method's settings, and the starting point of the reward curves."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gymnasium")
+pytest.importorskip("mujoco")
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def rl():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("rl_bench", BENCH / "rl.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_median_counts_a_seed_that_never_reached_as_beyond_the_cap(rl) -> None:
+    assert rl.median_interval([100, 200, 150, 300, 250], 1000)[0] == 200
+    med, lo, hi = rl.median_interval([100, 200, None, 300, None], 1000)
+    assert (med, lo) == (300, 100) and math.isinf(hi)
+    med, lo, hi = rl.median_interval([None, None, None, 300, None], 1000)
+    assert math.isinf(med) and lo == 300
+    assert rl._episodes_text(math.inf, 3000) == "> 3000"
+
+
+def test_each_method_sets_only_its_estimator_and_ars_draws_independent_directions(rl) -> None:
+    ars = rl._config("Hopper-v5", "ars", 0, "serial")
+    default = rl._config("Hopper-v5", "default", 0, "serial")
+    assert ars.estimator == "ars" and ars.orthogonal is False and ars.episodes == rl.CAPS["Hopper-v5"] == 3000
+    assert rl.CAPS["HalfCheetah-v5"] >= 2600
+    from stochgrad.rl.trainer import TrainConfig
+
+    assert (default.estimator, default.orthogonal) == (TrainConfig().estimator, TrainConfig().orthogonal)
+
+
+def test_the_curve_starts_at_the_starting_policy(rl) -> None:
+    row = rl._initial_eval("Swimmer-v5", 0)
+    assert row["episodes"] == 0 and math.isfinite(row["eval_return"])
