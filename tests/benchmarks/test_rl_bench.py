@@ -37,11 +37,16 @@ def test_median_counts_a_seed_that_never_reached_as_beyond_the_cap(rl) -> None:
 def test_each_method_sets_only_its_estimator_and_ars_draws_independent_directions(rl) -> None:
     ars = rl._config("Hopper-v5", "ars", 0, "serial")
     default = rl._config("Hopper-v5", "default", 0, "serial")
-    assert ars.estimator == "ars" and ars.orthogonal is False and ars.episodes == rl.CAPS["Hopper-v5"] == 3000
+    assert ars.estimator == "ars" and ars.orthogonal() is False and ars.episodes == rl.CAPS["Hopper-v5"] == 3000
+    from stochgrad.rl.envs import env_spec
+
+    assert ars.resolved(env_spec("Hopper-v5"))["episodes_per_iter"] == 16           # Hopper's 2N
     assert rl.CAPS["HalfCheetah-v5"] >= 2600
     from stochgrad.rl.trainer import TrainConfig
 
-    assert (default.estimator, default.orthogonal) == (TrainConfig().estimator, TrainConfig().orthogonal)
+    assert (default.estimator, default.orthogonal()) == (TrainConfig().estimator, TrainConfig().orthogonal())
+    swim = rl._config("Swimmer-v5", "ars", 0, "serial")
+    assert swim.resolved(env_spec("Swimmer-v5"))["episodes_per_iter"] == 2           # ARS's N = 1 on Swimmer
 
 
 def test_the_curve_starts_at_the_starting_policy(rl) -> None:

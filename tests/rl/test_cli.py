@@ -109,7 +109,7 @@ def test_nan_through_the_cli_names_the_environment_and_step(tmp_path, capsys) ->
 def test_train_refuses_a_budget_below_one_iteration(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["rl", "train", *FAST, "--episodes", "5", "--out", str(out)]) == 2
-    assert capsys.readouterr().err == ("stochgrad rl train: error: episodes: one iteration of ccmvd on "
+    assert capsys.readouterr().err == ("stochgrad rl train: error: episodes: one iteration of ars on "
                                        "InvertedPendulum-v5 takes 8 episodes (episodes_per_iter); got a budget of 5\n")
     assert not (out / "config.json").exists()
 

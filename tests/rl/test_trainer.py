@@ -145,17 +145,32 @@ def test_bad_settings_are_named() -> None:
         Trainer(_fast(estimator="ars", episodes_per_iter=7), 0, Serial())
     with pytest.raises(sg.InvalidArgumentError, match=r"episodes_per_iter: sf-antithetic uses 6 of 7 episodes"):
         Trainer(_fast(episodes_per_iter=7), 0, Serial())
-    with pytest.raises(sg.InvalidArgumentError, match=r"orthogonal: estimator ccmvd draws no directions it could "
-                                                      r"make orthogonal; estimators that do: ars"):
-        _fast(estimator="ccmvd", orthogonal=True).validate()
-    with pytest.raises(sg.InvalidArgumentError, match=r"orthogonal: need True or False; got 1"):
-        _fast(estimator="ars", orthogonal=1).validate()
+    with pytest.raises(sg.InvalidArgumentError, match=r"directions: estimator ccmvd offers no choice of directions; "
+                                                      r"estimators that do: ars"):
+        _fast(estimator="ccmvd", directions="orthogonal").validate()
+    with pytest.raises(sg.InvalidArgumentError, match=r"directions: got 'ortho'; choose one of \['orthogonal', "):
+        _fast(estimator="ars", directions="ortho").validate()
+    with pytest.raises(sg.InvalidArgumentError, match=r"min_episodes_per_iter: need a positive integer; got 0"):
+        _fast(min_episodes_per_iter=0).validate()
+
+
+def test_the_default_is_ars_with_orthogonal_directions_and_at_least_six_episodes() -> None:
+    from stochgrad.rl.envs import env_spec
+
+    cfg = TrainConfig(env="Swimmer-v5")
+    s = cfg.resolved(env_spec("Swimmer-v5"))
+    assert (cfg.estimator, s["orthogonal"], s["episodes_per_iter"], s["top"]) == ("ars", True, 6, 3)
+    s = TrainConfig(env="Hopper-v5").resolved(env_spec("Hopper-v5"))
+    assert (s["episodes_per_iter"], s["top"]) == (16, 4)                       # ARS's N = 8, b = 4 kept
+    assert TrainConfig(env="Swimmer-v5", min_episodes_per_iter=1).resolved(env_spec("Swimmer-v5"))[
+        "episodes_per_iter"] == 2
 
 
 def test_orthogonal_directions_reach_the_estimator_and_learn() -> None:
-    cfg = _fast(estimator="ars", top=4, orthogonal=True, sigma=0.1, lr=0.1)
+    assert not Trainer(_fast(estimator="ars", top=4, directions="independent"), 0, Serial()).search.estimator.orthogonal
+    cfg = _fast(estimator="ars", top=4, sigma=0.1, lr=0.1)                    # orthogonal by default
     tr = Trainer(cfg, 0, Serial())
-    assert tr.search.estimator.orthogonal
+    assert tr.search.estimator.orthogonal and tr.settings["orthogonal"]
     eps = tr.search.estimator.plan(tr.search.distribution(), torch.Generator().manual_seed(0)).eps   # [4, 4]
     gram = eps @ eps.T
     assert torch.allclose(gram - torch.diag(torch.diagonal(gram)), torch.zeros(4, 4, dtype=torch.float64),
@@ -193,11 +208,11 @@ def test_a_run_never_uses_more_episodes_than_its_budget(tmp_path) -> None:
 #: rows and the final policy mean W (as float.hex), for ARS V2-t with b = 2 of N = 4 (std of the 4 returns
 #: used, a plain step) and with all N directions, centred ranks and Adam.
 _ARS_RECORDED = [
-    ({"estimator": "ars", "top": 2, "sigma": 0.1, "lr": 0.1},
+    ({"estimator": "ars", "directions": "independent", "top": 2, "sigma": 0.1, "lr": 0.1},
      [(199, 23.875, 34.0, 9.826446640818085), (366, 19.875, 38.0, 14.423381333969079),
       (619, 30.625, 40.0, 15.643862762430754), (1015, 48.625, 100.0, 17.2809829153939)],
      ["0x1.7ff18f49266c1p-9", "0x1.3e95e8d086b0cp-2", "0x1.eaa0c5afd79c8p-4", "0x1.5a9ed468e3639p-1"]),
-    ({"estimator": "ars", "reward_scaling": "centered-ranks", "optimizer": "adam"},
+    ({"estimator": "ars", "directions": "independent", "reward_scaling": "centered-ranks", "optimizer": "adam"},
      [(230, 27.75, 49.0, 1.5340351592958907), (459, 27.625, 51.0, 1.2656760806421037),
       (738, 33.875, 61.0, 1.1795482606192933), (1097, 43.875, 57.0, 1.8819199272783131)],
      ["-0x1.1611c44e843cfp-1", "0x1.745461ce848a1p-1", "0x1.cfe211f6b7928p-2", "0x1.29cd416c2492ap+0"]),

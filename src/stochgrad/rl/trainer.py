@@ -42,6 +42,7 @@ from stochgrad.rl.tasks import preset
 from stochgrad.runs.config import option
 
 SCALINGS = ("std", "none", "centered-ranks")
+DIRECTIONS = ("orthogonal", "independent")
 
 
 def trainer_estimators() -> list[str]:
@@ -55,22 +56,26 @@ class TrainConfig:
 
     Attributes:
       env: Gymnasium id (MuJoCo v5 tasks, classic control, or ``module:Id``).
-      estimator: a registered black-box estimator ("ars": ARS V2-t's top-b directions, "sf-antithetic", "mvd",
-        "ccmvd", "auto", …); the estimator must use exactly ``episodes_per_iter`` episodes.
+      estimator: a registered black-box estimator ("ars": ARS V2-t's top-b directions, the default;
+        "sf-antithetic", "mvd", "ccmvd", "auto", …); the estimator must use exactly ``episodes_per_iter``
+        episodes.
       episodes: budget of training episodes per seed (evaluation episodes are not counted); never exceeded, so a
         budget that is not a multiple of ``episodes_per_iter`` leaves the remainder unused.
       steps: budget of training environment steps per seed (either or both; the first reached stops).
       seeds: how many seeds (``seed``, ``seed+1``, …) to run one after another.
       seed: the first seed.
       episodes_per_iter: B, episodes per gradient estimate (default: ARS's 2N for the task, at least the
-        estimator's minimum; 8 for tasks without a preset).
+        estimator's minimum and ``min_episodes_per_iter``; 8 for tasks without a preset).
       sigma: σ of the search distribution (default: ARS's ν for the task, else 0.05).
       lr: the step size (default: ARS's α for the task, else 0.02); the optimiser receives ``2σ·ĝ``.
       optimizer: "sgd" (a plain step, as ARS) or "adam".
       top: b, the pairs kept by an estimator with top-b selection (ARS; default: the task's preset, else N);
         ignored by the others.
-      orthogonal: draw the directions of an estimator that offers it (ARS) orthogonal to each other, each still
-        N(0, I); an error for the others.
+      directions: "orthogonal" draws the directions of an iteration orthogonal to each other (each still
+        N(0, I)), "independent" draws them independently (ARS's own way); for the estimators that offer the
+        choice (ARS), an error for the others. Default: orthogonal where offered.
+      min_episodes_per_iter: the default ``episodes_per_iter`` is at least this (6 = three antithetic pairs, so
+        the return spread that scales each step comes from more than one comparison); 1 keeps ARS's 2N.
       reward_scaling: "std" (divide by the std of the returns used, ARS V2), "centered-ranks" or "none".
       shift: subtracted from every training reward (default: the task's, 1 on Hopper and Walker2d, else 0).
       actions: "clip" to the action space, or "raw" (the simulator clamps, ARS's handling).
@@ -84,7 +89,7 @@ class TrainConfig:
     """
 
     env: str = option("Hopper-v5", "Gymnasium environment id")
-    estimator: str = option("ccmvd", "gradient estimator, or 'ars'")
+    estimator: str = option("ars", "gradient estimator ('ars': top-b directions, ARS V2-t's device)")
     episodes: int | None = option(20000, "training episodes per seed (default: 20000 unless --steps is given)",
                                   resumable=True)
     steps: int | None = option(None, "training environment steps per seed", resumable=True)
@@ -96,7 +101,9 @@ class TrainConfig:
     lr: float | None = option(None, "step size (default: ARS's alpha for the task)")
     optimizer: str = option("sgd", "sgd = a plain step as ARS, or adam", choices=tuple(OPTIMIZERS))
     top: int | None = option(None, "ARS: directions used per step, b (default: the task's)")
-    orthogonal: bool = option(False, "ARS: draw the directions of an iteration orthogonal to each other")
+    directions: str | None = option(None, "ARS: directions of an iteration orthogonal to each other or "
+                                          "independent (default: orthogonal)", choices=DIRECTIONS)
+    min_episodes_per_iter: int = option(6, "the default episodes per iteration is at least this (1: ARS's 2N)")
     reward_scaling: str = option("std", "divide returns by their std (ARS V2), centred ranks, or none",
                                  choices=SCALINGS)
     shift: float | None = option(None, "subtracted from each training reward (default: 1 on Hopper/Walker2d, "
@@ -145,12 +152,16 @@ class TrainConfig:
             raise InvalidArgumentError(f"reward_scaling: got {self.reward_scaling!r}; choose one of {list(SCALINGS)}")
         if self.actions not in ACTIONS:
             raise InvalidArgumentError(f"actions: got {self.actions!r}; choose one of {list(ACTIONS)}")
-        if not isinstance(self.orthogonal, bool):
-            raise InvalidArgumentError(f"orthogonal: need True or False; got {self.orthogonal!r}")
-        if self.orthogonal and "orthogonal" not in get_spec(self.estimator).options:
-            offer = [n for n in names if "orthogonal" in get_spec(n).options]
-            raise InvalidArgumentError(f"orthogonal: estimator {self.estimator} draws no directions it could make "
-                                       f"orthogonal; estimators that do: {', '.join(offer)}")
+        if self.directions is not None:
+            if self.directions not in DIRECTIONS:
+                raise InvalidArgumentError(f"directions: got {self.directions!r}; choose one of {list(DIRECTIONS)}")
+            if "orthogonal" not in get_spec(self.estimator).options:
+                offer = [n for n in names if "orthogonal" in get_spec(n).options]
+                raise InvalidArgumentError(f"directions: estimator {self.estimator} offers no choice of directions; "
+                                           f"estimators that do: {', '.join(offer)}")
+        v = self.min_episodes_per_iter
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise InvalidArgumentError(f"min_episodes_per_iter: need a positive integer; got {v!r}")
         if self.evaluator not in ("process", "ray", "serial"):
             raise InvalidArgumentError(f"evaluator: got {self.evaluator!r}; choose process, ray or serial")
 
@@ -163,7 +174,8 @@ class TrainConfig:
         shift = self.shift if self.shift is not None else (p.shift if p else 0.0)
         dist = _search_distribution(spec.n_params, sigma)
         need = minimum_budget(self.estimator, dist, ("loc",))
-        B = self.episodes_per_iter if self.episodes_per_iter else max(2 * p.directions if p else 8, need)
+        B = self.episodes_per_iter if self.episodes_per_iter else max(2 * p.directions if p else 8, need,
+                                                                      self.min_episodes_per_iter)
         if B < need:
             raise InvalidArgumentError(
                 f"episodes_per_iter: {self.estimator} needs at least {need} episodes per estimate for "
@@ -172,7 +184,8 @@ class TrainConfig:
         if "top" in get_spec(self.estimator).options:     # top-b selection (ARS): b of the N = B/2 pairs
             n = B // 2
             top = self.top if self.top is not None else (min(p.top, n) if p and p.directions == n else n)
-        used = build_estimator(self.estimator, B, dist, top, self.orthogonal).n_evals(dist, ("loc",))
+        orthogonal = self.orthogonal()
+        used = build_estimator(self.estimator, B, dist, top, orthogonal).n_evals(dist, ("loc",))
         if used != B:
             raise InvalidArgumentError(
                 f"episodes_per_iter: {self.estimator} uses {used} of {B} episodes per estimate for "
@@ -182,8 +195,13 @@ class TrainConfig:
                 f"episodes: one iteration of {self.estimator} on {self.env} takes {B} episodes "
                 f"(episodes_per_iter); got a budget of {self.episodes}")
         return {"sigma": float(sigma), "lr": float(lr), "shift": float(shift), "episodes_per_iter": int(B),
-                "top": top, "horizon": spec.max_episode_steps, "n_params": spec.n_params,
+                "top": top, "orthogonal": orthogonal, "horizon": spec.max_episode_steps, "n_params": spec.n_params,
                 "obs_dim": spec.obs_dim, "act_dim": spec.act_dim}
+
+    def orthogonal(self) -> bool:
+        """Whether the estimator draws orthogonal directions: as asked, else wherever it offers them."""
+        offers = "orthogonal" in get_spec(self.estimator).options
+        return offers and self.directions != "independent"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,7 +257,7 @@ class Trainer:
         s = self.settings
         self.normalizer = RunningNormalizer(self.spec.obs_dim, config.normalize)
         estimator = build_estimator(config.estimator, s["episodes_per_iter"],
-                                    _search_distribution(self.spec.n_params, s["sigma"]), s["top"], config.orthogonal)
+                                    _search_distribution(self.spec.n_params, s["sigma"]), s["top"], s["orthogonal"])
         # The optimiser receives 2σ·ĝ: scale the learning rate of a plain step accordingly (Adam is scale-free).
         lr = s["lr"] * 2 * s["sigma"] if config.optimizer == "sgd" else s["lr"]
         self.search = SearchGradient(torch.zeros(self.spec.n_params, dtype=torch.float64), s["sigma"],
