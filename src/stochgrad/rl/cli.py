@@ -32,9 +32,10 @@ def _add_train(rsub: argparse._SubParsersAction) -> None:
             "evaluation return of the mean policy), checkpoint.pt, plots/reward_curve.png (mean and spread over\n"
             "seeds), summary.md. --resume continues from the checkpoint. Defaults for sigma, the step size,\n"
             "episodes per iteration and the reward shift come from ARS V2-t's published settings for the MuJoCo\n"
-            "tasks.\n\n"
-            "estimators: ars (ARS V2-t: top-b directions), sf-antithetic, mvd, ccmvd, ccsf, auto, and the other\n"
-            "registered black-box estimators"),
+            "tasks (at least 6 episodes per iteration).\n\n"
+            "estimators: ars (the default: top-b directions, drawn orthogonal unless --directions independent;\n"
+            "ARS V2-t is --directions independent --min-episodes-per-iter 1), sf-antithetic, mvd, ccmvd, ccsf, auto,\n"
+            "and the other registered black-box estimators"),
         epilog="example: stochgrad rl train --env Hopper-v5 --estimator ccmvd --seeds 5 --episodes 20000 "
                "--out runs/hopper-ccmvd")
     add_run_options(p, RL_TRAIN, "runs/rl-ENV-ESTIMATOR")
