@@ -212,6 +212,14 @@ def test_bad_start_is_named() -> None:
         QuasiNewtonSearch(torch.zeros(3), -1.0)
     with pytest.raises(InvalidArgumentError, match=r"x0: need a non-empty vector \[D\]; got shape \[2, 2\]"):
         QuasiNewtonSearch(torch.zeros(2, 2), 1.0)
+    with pytest.raises(InvalidArgumentError, match=r"sigma0: the quasi-Newton search takes one radius; got 3 "
+                                                   r"different scales \(from 0.1 to 2\)\. Pass a float, or "
+                                                   r"optimizer='natural'"):
+        QuasiNewtonSearch(torch.zeros(3), torch.tensor([0.1, 1.0, 2.0]))
+    with pytest.raises(InvalidArgumentError, match=r"sigma0: the quasi-Newton search takes one radius"):
+        minimize(FUNCTIONS["sphere"], torch.zeros(3), torch.tensor([0.1, 1.0, 2.0]), budget=100)   # staged default
+    same = QuasiNewtonSearch(torch.zeros(3), torch.full((3,), 0.5))             # one radius written as a vector
+    assert same.sigma0 == 0.5
 
 
 def test_minimize_refuses_what_quasi_newton_does_not_take() -> None:

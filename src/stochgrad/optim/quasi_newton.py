@@ -94,7 +94,15 @@ class QuasiNewtonSearch:
             raise InvalidArgumentError(f"x0: need a non-empty vector [D]; got shape {list(x0.shape)}")
         if not bool(torch.isfinite(x0).all()):
             raise InvalidArgumentError("x0: must be finite")
-        sigma0 = float(torch.as_tensor(sigma0, dtype=dtype).mean()) if torch.is_tensor(sigma0) else float(sigma0)
+        if torch.is_tensor(sigma0) and sigma0.numel() > 1:
+            flat = sigma0.detach().reshape(-1)
+            if not bool((flat == flat[0]).all()):
+                raise InvalidArgumentError(
+                    f"sigma0: the quasi-Newton search takes one radius; got {flat.numel()} different scales "
+                    f"(from {float(flat.min()):g} to {float(flat.max()):g}). Pass a float, or optimizer='natural' for "
+                    "a scale per coordinate")
+        sigma0 = float(torch.as_tensor(sigma0, dtype=dtype).reshape(-1)[0]) if torch.is_tensor(sigma0) else \
+            float(sigma0)
         if not (sigma0 > 0 and math.isfinite(sigma0)):
             raise InvalidArgumentError(f"sigma0: must be positive and finite; got {sigma0!r}")
         self.dim = x0.numel()
