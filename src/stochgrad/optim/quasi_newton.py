@@ -132,6 +132,7 @@ class QuasiNewtonSearch:
         self.best_x = x0.clone()
         self.mode = "central"
         self.noise_samples: list[tuple[float, float]] = []     # ((f₁ − f₂)²/2, (f₁ + f₂)/2)
+        self._noise_fit: tuple[str, float] | None = None       # the fitted model of the current window
         self.frames = 1
         self._start(x0, sigma0)
         self._pending: Tensor | None = None
@@ -170,19 +171,26 @@ class QuasiNewtonSearch:
         (ε constant) and multiplicative noise (ε = ε_r·|f|, which vanishes where f does); the likelier one
         gives ε at f(x). Multiplicative noise shrinks faster than a window of samples can follow, and a
         too-large ε costs evaluations (wide differences, more frames)."""
+        if self._noise_fit is None:
+            self._noise_fit = self._fit_noise()
+        kind, level = self._noise_fit
+        return math.sqrt(level) * abs(self.fx) if kind == "multiplicative" else math.sqrt(level)
+
+    def _fit_noise(self) -> tuple[str, float]:
+        """("additive", ε²) or ("multiplicative", ε_r²) from the window of samples (refitted only when it changes)."""
         if not self.noise_samples:
-            return 0.0
+            return "additive", 0.0
         s = torch.tensor([a for a, _ in self.noise_samples], dtype=torch.float64)
         if float(s.max()) == 0.0:
-            return 0.0
+            return "additive", 0.0
         add = float(s.mean())
         levels = torch.tensor([b for _, b in self.noise_samples], dtype=torch.float64) ** 2
         if float(levels.min()) > 0:
             rel = float((s / levels).mean())
             # −2·log-likelihood of each model, up to the same constant: Σ log var_k + Σ s_k / var_k
             if float(torch.log(rel * levels).sum()) < len(s) * math.log(add):
-                return math.sqrt(rel) * abs(self.fx)
-        return math.sqrt(add)
+                return "multiplicative", rel
+        return "additive", add
 
     def recheck(self) -> bool:
         """Whether the next gradient evaluates x again (a noise sample)."""
@@ -252,6 +260,7 @@ class QuasiNewtonSearch:
     def _noise_sample(self, a: float, b: float) -> None:
         self.noise_samples.append((0.5 * (a - b) ** 2, 0.5 * (a + b)))
         del self.noise_samples[:-self.NOISE_WINDOW]
+        self._noise_fit = None
 
     def _gradient(self, values: Tensor) -> None:
         self.n_gradients += 1
@@ -385,6 +394,7 @@ class QuasiNewtonSearch:
             v = state[k]
             setattr(self, k, v.clone() if torch.is_tensor(v) else v)
         self.noise_samples = [tuple(p) for p in state["noise_samples"]]
+        self._noise_fit = None
         self.memory.load_state_dict(state["memory"])
         self.generator.set_state(state["generator"])
         self._pending = None
