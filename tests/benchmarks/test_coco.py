@@ -3,29 +3,20 @@ hand-made example, Δf against COCO's own target, and COCO's data files."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_module import load_benchmark
 
 pytest.importorskip("cocoex")
 pytest.importorskip("cma")
 pytest.importorskip("scipy")
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
 @pytest.fixture(scope="module")
 def coco():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("coco_bench", BENCH / "coco.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("coco")
 
 
 def _rec(solved: bool, evals: int, to_solve: int | None = None) -> dict:

@@ -3,26 +3,18 @@ episodes), each method's settings, and the starting point of the reward curves."
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from bench_module import load_benchmark
 
 pytest.importorskip("gymnasium")
 pytest.importorskip("mujoco")
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def rl():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("rl_bench", BENCH / "rl.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("rl")
 
 
 def test_median_counts_a_seed_that_never_reached_as_beyond_the_cap(rl) -> None:
