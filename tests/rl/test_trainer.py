@@ -225,3 +225,32 @@ def test_ars_gives_the_recorded_numbers(kw, rows, weights) -> None:
     got = [tr.step() for _ in range(4)]
     assert [(r["steps"], r["mean_return"], r["max_return"], r["grad_norm"]) for r in got] == rows
     assert [float(x).hex() for x in tr.search.loc.detach()] == weights
+
+
+def test_common_seeds_start_every_training_episode_of_an_iteration_alike_but_not_the_evaluations() -> None:
+    from stochgrad.rl.rollout import EVAL, iteration_seeds
+
+    tr = Trainer(_fast(common_seeds=True), 3, Serial())
+    points = tr.search.ask().numpy()
+    train = tr._episodes(points, TRAIN, 5, 0.0, True)
+    assert {e.seed for e in train} == {episode_seed(3, 5, 0, TRAIN)}
+    assert len({e.seed for e in tr._episodes(points, EVAL, 5, 0.0, False)}) == len(points)
+    assert iteration_seeds(3, 5, 4) == [episode_seed(3, 5, i) for i in range(4)]
+    assert iteration_seeds(3, 6, 4, common=True) != iteration_seeds(3, 5, 4, common=True)   # a new start each time
+    # the same policy at the same seed gives the same return: a pair's difference is the policy's effect alone
+    from stochgrad.rl.rollout import run_episode
+
+    same = [run_episode(e).ret for e in tr._episodes(np.repeat(points[:1], 2, 0), TRAIN, 5, 0.0, False)]
+    assert same[0] == same[1]
+    with pytest.raises(sg.InvalidArgumentError, match="common_seeds: need True or False; got 'yes'"):
+        _fast(common_seeds="yes").validate()
+
+
+def test_a_run_with_common_seeds_learns() -> None:
+    cfg = _fast(common_seeds=True)
+    for seed in (0, 1):
+        tr = Trainer(cfg, seed, Serial())
+        first = tr.evaluate()[0]
+        while not tr.done():
+            tr.step()
+        assert tr.evaluate()[0] > first + 20

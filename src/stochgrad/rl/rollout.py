@@ -27,6 +27,14 @@ def episode_seed(seed: int, iteration: int, index: int, stream: int = TRAIN) -> 
     return int(np.random.SeedSequence([seed, stream, iteration, index]).generate_state(1)[0])
 
 
+def iteration_seeds(seed: int, iteration: int, n: int, stream: int = TRAIN, common: bool = False) -> list[int]:
+    """The reset seeds of the ``n`` episodes of one iteration: one per episode, or with ``common=True`` one seed
+    for all of them (common random numbers: every point of the estimate starts from the same state, so the
+    differences its estimator takes carry the policy's effect and not the start's; across iterations the start
+    still varies, so the estimate stays unbiased for the expected return)."""
+    return [episode_seed(seed, iteration, 0 if common else i, stream) for i in range(n)]
+
+
 @dataclass
 class Episode:
     """One rollout to run.

@@ -37,7 +37,7 @@ from stochgrad.rl.envs import EnvSpec, env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
 from stochgrad.evaluators import EVALUATORS
 from stochgrad.rl.policy import ACTIONS
-from stochgrad.rl.rollout import EVAL, TRAIN, Episode, EpisodeResult, episode_seed, run_episode
+from stochgrad.rl.rollout import EVAL, TRAIN, Episode, EpisodeResult, iteration_seeds, run_episode
 from stochgrad.rl.tasks import preset
 from stochgrad.runs.config import option
 
@@ -74,6 +74,8 @@ class TrainConfig:
       directions: "orthogonal" draws the directions of an iteration orthogonal to each other (each still
         N(0, I)), "independent" draws them independently (ARS's own way); for the estimators that offer the
         choice (ARS), an error for the others. Default: orthogonal where offered.
+      common_seeds: every training episode of an iteration starts from the same reset seed (common random
+        numbers, see :func:`~stochgrad.rl.rollout.iteration_seeds`); evaluations keep one seed per episode.
       min_episodes_per_iter: the default ``episodes_per_iter`` is at least this (6 = three antithetic pairs, so
         the return spread that scales each step comes from more than one comparison); 1 keeps ARS's 2N.
       reward_scaling: "std" (divide by the std of the returns used, ARS V2), "centered-ranks" or "none".
@@ -104,6 +106,7 @@ class TrainConfig:
     directions: str | None = option(None, "ARS: directions of an iteration orthogonal to each other or "
                                           "independent (default: orthogonal)", choices=DIRECTIONS)
     min_episodes_per_iter: int = option(6, "the default episodes per iteration is at least this (1: ARS's 2N)")
+    common_seeds: bool = option(False, "start every training episode of an iteration from the same reset seed")
     reward_scaling: str = option("std", "divide returns by their std (ARS V2), centred ranks, or none",
                                  choices=SCALINGS)
     shift: float | None = option(None, "subtracted from each training reward (default: 1 on Hopper/Walker2d, "
@@ -159,6 +162,8 @@ class TrainConfig:
                 offer = [n for n in names if "orthogonal" in get_spec(n).options]
                 raise InvalidArgumentError(f"directions: estimator {self.estimator} offers no choice of directions; "
                                            f"estimators that do: {', '.join(offer)}")
+        if not isinstance(self.common_seeds, bool):
+            raise InvalidArgumentError(f"common_seeds: need True or False; got {self.common_seeds!r}")
         v = self.min_episodes_per_iter
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InvalidArgumentError(f"min_episodes_per_iter: need a positive integer; got {v!r}")
@@ -276,10 +281,11 @@ class Trainer:
                   record: bool) -> list[Episode]:
         mean, std = self.normalizer.frozen()
         low, high = np.array(self.spec.low), np.array(self.spec.high)
-        return [Episode(self.config.env, np.asarray(w, dtype=np.float64), mean, std, low, high,
-                        episode_seed(self.seed, iteration, i, stream), self.spec.max_episode_steps, shift,
-                        self.config.actions, record, dict(self.config.env_kwargs))
-                for i, w in enumerate(points)]
+        seeds = iteration_seeds(self.seed, iteration, len(points), stream,
+                                common=self.config.common_seeds and stream == TRAIN)
+        return [Episode(self.config.env, np.asarray(w, dtype=np.float64), mean, std, low, high, s,
+                        self.spec.max_episode_steps, shift, self.config.actions, record, dict(self.config.env_kwargs))
+                for w, s in zip(points, seeds)]
 
     def evaluate(self, n: int | None = None, iteration: int | None = None) -> tuple[float, float]:
         """Mean and std of the (unshifted) return of the mean policy over ``n`` episodes (not counted)."""

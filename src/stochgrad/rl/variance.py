@@ -34,7 +34,7 @@ from stochgrad.rl.envs import env_spec
 from stochgrad.rl.normalizer import RunningNormalizer
 from stochgrad.evaluators import EVALUATORS, make_evaluator
 from stochgrad.rl.plots import variance_bars
-from stochgrad.rl.rollout import VARIANCE, Episode, episode_seed, run_episode
+from stochgrad.rl.rollout import VARIANCE, Episode, iteration_seeds, run_episode
 from stochgrad.rl.tasks import preset
 from stochgrad.runs import Command, option, run
 from stochgrad.runs.files import atomic_write_text, load_checkpoint
@@ -51,6 +51,8 @@ class VarianceConfig:
       max_episode_steps: horizon (default: the environment's).
       policy: a run directory of ``rl train`` whose first seed's policy and normaliser are the fixed policy
         (default: W = 0 with the identity normaliser, where training starts).
+      common_seeds: every episode of one estimate starts from the same reset seed (as ``rl train
+        --common-seeds``).
       seed, evaluator, workers, ray_address: as for training.
     """
 
@@ -63,6 +65,7 @@ class VarianceConfig:
     sigma: float | None = option(None, "search std (default: ARS's nu for the task)")
     max_episode_steps: int | None = option(None, "episode horizon (default: the env's)")
     policy: str | None = option(None, "run directory of rl train whose saved policy (seed 0) is the fixed policy")
+    common_seeds: bool = option(False, "start every episode of one estimate from the same reset seed")
     seed: int = option(0, "seed")
     evaluator: str = option("process", "where rollouts run", choices=EVALUATORS, resumable=True)
     workers: int | None = option(None, "worker processes (default: all cores)", resumable=True)
@@ -148,8 +151,9 @@ class _EnvContext:
         def f(points: torch.Tensor) -> torch.Tensor:
             it = experiment.calls
             experiment.calls += 1
-            eps = [Episode(env, pt.numpy(), mean, std, low, high, episode_seed(config.seed, it, i, VARIANCE),
-                           spec.max_episode_steps, shift, "clip", False) for i, pt in enumerate(points)]
+            seeds = iteration_seeds(config.seed, it, len(points), VARIANCE, common=config.common_seeds)
+            eps = [Episode(env, pt.numpy(), mean, std, low, high, s, spec.max_episode_steps, shift, "clip", False)
+                   for pt, s in zip(points, seeds)]
             res = experiment.evaluator.map(run_episode, eps)
             experiment.episodes += len(eps)
             return torch.tensor([r.shifted_return for r in res], dtype=torch.float64)
