@@ -44,3 +44,15 @@ def test_each_method_sets_only_its_estimator_and_ars_draws_independent_direction
 def test_the_curve_starts_at_the_starting_policy(rl) -> None:
     row = rl._initial_eval("Swimmer-v5", 0)
     assert row["episodes"] == 0 and math.isfinite(row["eval_return"])
+
+
+def test_the_common_seeds_measurement_is_deterministic_and_pairs_its_directions() -> None:
+    from stochgrad.evaluators import Serial
+
+    crn = load_benchmark("rl_common_seeds")
+    policy = crn.fixed_policy("InvertedPendulum-v5", None, 4, 4)
+    assert policy[0].tolist() == [0.0] * 4 and policy[2].tolist() == [1.0] * 4
+    own = crn.estimates("InvertedPendulum-v5", policy, 3, 4, False, 50, Serial())
+    again = crn.estimates("InvertedPendulum-v5", policy, 3, 4, False, 50, Serial())
+    common = crn.estimates("InvertedPendulum-v5", policy, 3, 4, True, 50, Serial())
+    assert own.shape == (4, 4) and (own == again).all() and not (own == common).all()
