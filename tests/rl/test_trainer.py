@@ -254,3 +254,12 @@ def test_a_run_with_common_seeds_learns() -> None:
         while not tr.done():
             tr.step()
         assert tr.evaluate()[0] > first + 20
+
+
+def test_a_run_saved_before_directions_existed_resumes_as_ars_v2_t() -> None:
+    from stochgrad.runs import config_from_dict
+
+    old = config_from_dict(TrainConfig, {"env": "Swimmer-v5", "estimator": "ars"})
+    assert (old.directions, old.min_episodes_per_iter, old.orthogonal()) == ("independent", 1, False)
+    new = config_from_dict(TrainConfig, {**old.to_dict(), "directions": None, "min_episodes_per_iter": 6})
+    assert new.orthogonal() and new.min_episodes_per_iter == 6

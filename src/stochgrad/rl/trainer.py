@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -124,6 +124,10 @@ class TrainConfig:
     ray_address: str | None = option(None, "join a Ray cluster ('auto' = the running one); implies --evaluator ray",
                                      resumable=True)
     env_kwargs: dict[str, Any] = option({}, "keyword arguments of the environment", cli=False)
+
+    #: What a run saved before these settings existed did (so that it resumes as it ran): ARS's independent
+    #: directions and ARS's 2N episodes per iteration.
+    ABSENT_MEANS: ClassVar[dict[str, Any]] = {"directions": "independent", "min_episodes_per_iter": 1}
 
     def validate(self) -> None:
         """Check every setting; errors name the argument, the value and what it needs."""

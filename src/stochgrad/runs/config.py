@@ -71,6 +71,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def config_from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     """Rebuild ``cls`` from :func:`config_to_dict`'s output.
 
+    A field missing from ``data`` (a run written before the field existed) takes the value in ``cls.ABSENT_MEANS``
+    if the class declares one there (what the older version did), else its default.
+
     Raises:
       InvalidArgumentError: ``data`` names a setting ``cls`` does not have (a run of another version).
     """
@@ -80,7 +83,7 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str = "config") -> 
         raise InvalidArgumentError(f"{where}: unknown setting(s) {unknown} for {cls.__name__}; the run was written "
                                    "by another version of stochgrad")
     hints = _hints(cls)
-    values = {}
+    values = {k: v for k, v in getattr(cls, "ABSENT_MEANS", {}).items() if k not in data}
     for k, v in data.items():
         tp, _ = _unwrap(hints[k])
         values[k] = tuple(v) if typing.get_origin(tp) is tuple and isinstance(v, list) else v
