@@ -176,12 +176,13 @@ def report(args: argparse.Namespace) -> None:
          "best eval return per seed (episodes) | published ARS V2-t median (v1) |"),
         "|---|---|---:|---:|---|---|---|---:|",
     ]
-    envs = [e for e in ENVS if any(_load_rows(e, m) for m in METHODS)]
+    loaded = {e: {m: _load_rows(e, m) for m in METHODS} for e in ENVS}
+    envs = [e for e in ENVS if any(loaded[e].values())]
     for env in envs:
         p = TASKS[env]
         runs = {}
-        for method in METHODS:
-            seeds = _load_rows(env, method)
+        start: dict[int, dict] = {}          # the starting policy's row per seed, shared by every method
+        for method, seeds in loaded[env].items():
             if not seeds:
                 continue
             hits = [first_reaching(rows, p.threshold) for rows in seeds]
@@ -196,7 +197,11 @@ def report(args: argparse.Namespace) -> None:
             lines.append(f"| {env} ({p.threshold:g}) | {method} | {len(seeds)} | {reached}/{len(seeds)} | {per} | "
                          f"{_episodes_text(med, CAPS[env])} [{_episodes_text(lo, CAPS[env])}, "
                          f"{_episodes_text(hi, CAPS[env])}] | {'; '.join(best)} | {p.published_median_episodes} |")
-            runs[method] = [[_initial_eval(env, int(r[0]["seed"]))] + r for r in seeds]
+            for rows in seeds:
+                seed = int(rows[0]["seed"])
+                if seed not in start:
+                    start[seed] = _initial_eval(env, seed)
+            runs[method] = [[start[int(r[0]["seed"])]] + r for r in seeds]
         FIGS.mkdir(parents=True, exist_ok=True)
         reward_curve(runs, FIGS / f"rl_curve_{env}.png", f"{env}: mean policy return (mean, min–max over seeds)",
                      p.threshold)
