@@ -22,24 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command, machine, update_section
 
 
-def fixed_policy(env: str, run: str | None, obs_dim: int, n_params: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(W ``[A·S]``, normaliser mean ``[S]``, std ``[S]``): zero and identity, or seed 0's final state of ``run``."""
-    if run is None:
-        return np.zeros(n_params), np.zeros(obs_dim), np.ones(obs_dim)
-    from stochgrad.rl.normalizer import RunningNormalizer
-    from stochgrad.runs.files import load_checkpoint
-
-    state = load_checkpoint(Path(run) / "checkpoint.pt")["experiment"]["seeds"][0]
-    assert state["env"] == env, (run, state["env"], env)
-    norm = RunningNormalizer(obs_dim)
-    norm.load_state_dict(state["normalizer"])
-    mean, std = norm.frozen()
-    return state["weights"].numpy().reshape(-1).astype(np.float64), mean, std
-
-
 def estimates(env: str, policy: tuple, n_pairs: int, repeats: int, common: bool, horizon: int | None,
               evaluator) -> np.ndarray:
-    """``[R, D]`` antithetic score-function estimates (b = N) with per-episode or per-estimate reset seeds."""
+    """``[R, D]`` antithetic score-function estimates (``sg.ARS`` with b = N) with per-episode or per-estimate
+    reset seeds; estimate r draws its directions from seed r, so both kinds of seeds see the same directions."""
+    import stochgrad as sg
     from stochgrad.rl.envs import env_spec
     from stochgrad.rl.rollout import VARIANCE, Episode, iteration_seeds, run_episode
     from stochgrad.rl.tasks import preset
@@ -48,17 +35,16 @@ def estimates(env: str, policy: tuple, n_pairs: int, repeats: int, common: bool,
     p = preset(env)
     sigma, shift = (p.noise, p.shift) if p else (0.05, 0.0)
     w, mean, std = policy
+    dist = sg.Normal(torch.as_tensor(w), torch.full((w.size,), sigma, dtype=torch.float64))
     low, high = np.array(spec.low), np.array(spec.high)
-    gen = np.random.default_rng(12345)
     out = []
     for r in range(repeats):
-        delta = gen.standard_normal((n_pairs, w.size))
-        points = np.concatenate([w + sigma * delta, w - sigma * delta])
-        seeds = iteration_seeds(0, r, len(points), VARIANCE, common=common)
-        eps = [Episode(env, pt, mean, std, low, high, s, spec.max_episode_steps, shift, "clip", False)
-               for pt, s in zip(points, seeds)]
-        ret = np.array([x.shifted_return for x in evaluator.map(run_episode, eps)])
-        out.append(((ret[:n_pairs] - ret[n_pairs:])[:, None] * delta).mean(0) / (2 * sigma))
+        plan = sg.ARS(n_pairs).plan(dist, torch.Generator().manual_seed(r))
+        seeds = iteration_seeds(0, r, 2 * n_pairs, VARIANCE, common=common)
+        eps = [Episode(env, pt.numpy(), mean, std, low, high, s, spec.max_episode_steps, shift, "clip", False)
+               for pt, s in zip(plan.points, seeds)]
+        ret = torch.tensor([x.shifted_return for x in evaluator.map(run_episode, eps)], dtype=torch.float64)
+        out.append(plan.combine(ret).grad["loc"].numpy())
     return np.stack(out)
 
 
@@ -73,6 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     from stochgrad.evaluators import make_evaluator
     from stochgrad.rl.envs import env_spec
+    from stochgrad.rl.variance import fixed_policy
 
     trained = dict(x.split("=", 1) for x in args.policies.split(",") if x)
     rows = []
@@ -107,8 +94,8 @@ def main() -> None:
         f"Command: `{command()}`  ",
         f"Machine: {machine()}",
         "",
-        "| task | policy | N pairs | rel. variance, seed per episode | rel. variance, common seed | ratio | "
-        "cosine, per episode | cosine, common |",
+        ("| task | policy | N pairs | rel. variance, seed per episode | rel. variance, common seed | ratio | "
+         "cosine, per episode | cosine, common |"),
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for env, label, n, a, b, ca, cb in rows:

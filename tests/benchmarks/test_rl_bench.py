@@ -49,8 +49,10 @@ def test_the_curve_starts_at_the_starting_policy(rl) -> None:
 def test_the_common_seeds_measurement_is_deterministic_and_pairs_its_directions() -> None:
     from stochgrad.evaluators import Serial
 
+    from stochgrad.rl.variance import fixed_policy
+
     crn = load_benchmark("rl_common_seeds")
-    policy = crn.fixed_policy("InvertedPendulum-v5", None, 4, 4)
+    policy = fixed_policy("InvertedPendulum-v5", None, 4, 4)
     assert policy[0].tolist() == [0.0] * 4 and policy[2].tolist() == [1.0] * 4
     own = crn.estimates("InvertedPendulum-v5", policy, 3, 4, False, 50, Serial())
     again = crn.estimates("InvertedPendulum-v5", policy, 3, 4, False, 50, Serial())

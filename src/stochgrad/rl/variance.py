@@ -93,11 +93,17 @@ class VarianceConfig:
                     f"m, k: CCSF's second score function needs M·K >= 2 antithetic pairs; got M={m}, K={k}")
 
 
-def _fixed_policy(config: VarianceConfig, env: str, obs_dim: int, n_params: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if config.policy is None:
+def fixed_policy(env: str, policy: str | Path | None, obs_dim: int, n_params: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W ``[A·S]``, normaliser mean ``[S]``, std ``[S]``) of the policy to measure at: W = 0 with the identity
+    normaliser for ``policy=None``, else the first seed's final state in the ``rl train`` run directory ``policy``.
+
+    Raises:
+      InvalidArgumentError: ``policy`` holds no checkpoint, or was trained on another environment.
+    """
+    if policy is None:
         return np.zeros(n_params), np.zeros(obs_dim), np.ones(obs_dim)
-    run = Path(config.policy)
+    run = Path(policy)
     ckpt = run / "checkpoint.pt"
     if not ckpt.exists():
         raise InvalidArgumentError(f"policy: {str(run)!r} holds no checkpoint of stochgrad rl train")
@@ -144,7 +150,7 @@ class _EnvContext:
         self.env, self.spec = env, spec
         self.sigma = config.sigma if config.sigma is not None else (p.noise if p else 0.05)
         shift = p.shift if p else 0.0
-        w, mean, std = _fixed_policy(config, env, spec.obs_dim, spec.n_params)
+        w, mean, std = fixed_policy(env, config.policy, spec.obs_dim, spec.n_params)
         self.dist = Normal(torch.as_tensor(w), torch.full((spec.n_params,), self.sigma, dtype=torch.float64))
         low, high = np.array(spec.low), np.array(spec.high)
 
@@ -208,7 +214,7 @@ class VarianceExperiment:
             for _, _, k in config.combos():
                 if k > n_params:
                     raise InvalidArgumentError(f"k: {env} has {n_params} policy parameters; got K={k}")
-            _fixed_policy(config, env, env_spec(env, config.max_episode_steps).obs_dim, n_params)
+            fixed_policy(env, config.policy, env_spec(env, config.max_episode_steps).obs_dim, n_params)
         self.own = evaluator is None
         self.evaluator = evaluator if evaluator is not None else make_evaluator(config.evaluator, config.workers,
                                                                                  config.ray_address)
