@@ -19,10 +19,12 @@ estimate is unbiased. What the first estimates do (``_first_split``, ``_measure_
 
 - If one pair per component leaves the score function two halves of at least 2 evaluations (4 for antithetic
   pairs), MVD gets S = max(J + min(⌈J/2⌉, ``PILOT_OWN``), B/4) pairs (at most what leaves those halves):
-  ⌊S/J⌋ on every component when S ≥ 2J, else two each on ⌊S/2⌋ random components (so that MVD's variance is
-  measured from own pairs). The score function runs as two independent halves, combined with the pairs by
-  cross-fitted weights: the weight on half 2 and on b_j comes from half 1 and the other components' own pairs
-  only, and vice versa (``_cross_fitted``).
+  ⌊S/J⌋ on every component when S ≥ 2J; else, when S − J ≥ ``ONE_PAIR_MIN_OWN``, one on every component and a
+  second on S − J random ones; else two each on ⌊S/2⌋ random components (so that MVD's variance is measured
+  from own pairs). The score function runs as two independent halves, combined with the pairs by cross-fitted
+  weights: the weight on half 2 and on b_j comes from half 1 and the other components' own pairs only, and
+  vice versa (``_cross_fitted``); a one-pair component's weight and its reported variance come from disjoint
+  halves of the components with own pairs.
 - If MVD cannot cover every component (B < 2J + 2, or 2J + 4 with antithetic pairs), the score function alone,
   on every estimate; on a symmetric family the first estimate is half antithetic pairs and half independent
   draws (fixed weights by evaluations), and later ones use the kind with the lower measured variance.
@@ -68,6 +70,9 @@ EXPLORE_WITHIN = 1.25
 #: The first estimate gives a second MVD pair to at most this many components (MVD's per-pair variance is
 #: then measured from own pairs there; more would take evaluations from the score function).
 PILOT_OWN = 8
+#: The first estimate gives every component one MVD pair only when at least this many also get a second (their
+#: own-pair variances give the one-pair components' reported variance); else two pairs each on some of them.
+ONE_PAIR_MIN_OWN = 8
 #: When only the score function's variances are known, this fraction of the budget measures MVD's.
 MEASURE_FRACTION = 0.125
 
@@ -540,11 +545,17 @@ class Auto(StatsMixin, Estimator):
                 if s_p >= 2 * J[p]:
                     c = torch.full((*dist.batch_shape, J[p]), s_p // J[p], dtype=torch.long)
                     counts[p] = c.scatter_add_(-1, r[..., : s_p % J[p]], torch.ones_like(r[..., : s_p % J[p]]))
+                elif s_p - J[p] >= ONE_PAIR_MIN_OWN:
+                    # one pair on every component (both estimators cover all of them: a component left to the
+                    # score function alone costs up to 16x there where MVD wins) and a second pair on s_p − J
+                    # random ones, whose own-pair variances give the others' MVD variance (``_cross_fitted``)
+                    c = torch.ones((*dist.batch_shape, J[p]), dtype=torch.long)
+                    extra = r[..., : s_p - J[p]]
+                    counts[p] = c.scatter_add_(-1, extra, torch.ones_like(extra))
                 else:
-                    # two each on s_p // 2 components (one more on another if s_p is odd): a component's
-                    # MVD variance then comes from its own pairs; with one pair, the first estimate's reported
-                    # variance would rest on differences to the score-function halves that the weights also
-                    # saw (measured 1.3-1.4x the true variance on Bernoulli)
+                    # two each on s_p // 2 components (one more on another if s_p is odd): with too few
+                    # components with own variances, a one-pair component's borrowed variance is too noisy to
+                    # report (measured 0.67-0.80x the true variance of the estimate at D = 4)
                     c = torch.zeros((*dist.batch_shape, J[p]), dtype=torch.long)
                     c.scatter_(-1, r[..., : s_p // 2], 2)
                     if s_p % 2:
@@ -768,6 +779,27 @@ class HalvesPlan(Plan):
         return GradientEstimate(grad, var, value, self.n_evals, values, None, {"halves": parts})
 
 
+def _half_weights(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tensor, m: Tensor, own: Tensor,
+                  use: Tensor) -> tuple[Tensor, Tensor]:
+    """The weights on the score function (w₁ from half 1, applied to a₂; w₂ from half 2), ``[*batch, J]`` each:
+    component j's from the MVD/score-function variance ratio of the components in ``use`` other than j."""
+    tiny = torch.finfo(vb.dtype).tiny
+    (a1, va1, n1), (a2, va2, n2) = halves
+    out = []
+    for a_h, va_h, n_h, n_other in ((a1, va1, n1, n2), (a2, va2, n2, n1)):
+        # MVD's per-pair variance per component from its own pairs, else from its difference to this half
+        # (E (b − a_h)² = Var b + Var a_h); the other half's variance predicted from this half's samples
+        vb_est = torch.where(own, vb, (b - a_h) ** 2 - va_h) * m
+        vb_est = torch.where(use, vb_est, torch.zeros_like(vb))
+        va_other = torch.where(use, va_h * n_h / n_other, torch.zeros_like(vb))
+        r_pair = ((vb_est.sum(-1, keepdim=True) - vb_est)
+                  / (va_other.sum(-1, keepdim=True) - va_other).clamp_min(tiny)).clamp_min(0)
+        r = r_pair / m                                     # of component j's m_j pairs
+        cnt = use.sum(-1, keepdim=True) - use.long()
+        out.append(torch.where(cnt > 0, 1 - 1 / (1 + r), torch.full_like(r, 0.5)))   # r/(1 + r), also for r = inf
+    return out[0], out[1]
+
+
 def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tensor,
                   pairs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The first estimate's combination, with data-driven weights that keep it unbiased (cross-fitting).
@@ -789,36 +821,37 @@ def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tenso
     two = pairs >= 1
     m = pairs.to(vb.dtype).clamp_min(1)
     own = two & torch.isfinite(vb)
+    tiny = torch.finfo(vb.dtype).tiny                 # 1e-300 would be 0 in float32: 0/0 on a flat f
+    one = two & ~own
+    k_own = own.sum(-1, keepdim=True)
+    # With ONE_PAIR_MIN_OWN or more own-variance components, the one-pair components' weights come from half of
+    # them (A) and their reported variance from the other half (B): a reported variance that used the ratio the
+    # weight used is low exactly when the weight trusts MVD most (measured 0.71-0.94x the true variance).
+    split = k_own >= ONE_PAIR_MIN_OWN
+    rank = own.long().cumsum(-1)
+    group_a = own & (~split | (rank % 2 == 1))
+    group_b = own & (~split | (rank % 2 == 0))
     # components with own-pair variances decide the ratio where there are any besides j (the differences to
     # the score function bury a small MVD variance under the score function's)
-    n_own = own.sum(-1, keepdim=True) - own.long()
-    use = torch.where(n_own > 0, own, two)
-    tiny = torch.finfo(vb.dtype).tiny                 # 1e-300 would be 0 in float32: 0/0 on a flat f
-    out_w = []
-    for a_h, va_h, n_h, n_other in ((a1, va1, n1, n2), (a2, va2, n2, n1)):
-        # MVD's per-pair variance per component from its own pairs, else from its difference to this half
-        # (E (b − a_h)² = Var b + Var a_h); the other half's variance predicted from this half's samples
-        vb_est = torch.where(own, vb, (b - a_h) ** 2 - va_h) * m
-        vb_est = torch.where(use, vb_est, torch.zeros_like(vb))
-        va_other = torch.where(use, va_h * n_h / n_other, torch.zeros_like(vb))
-        r_pair = ((vb_est.sum(-1, keepdim=True) - vb_est)
-                  / (va_other.sum(-1, keepdim=True) - va_other).clamp_min(tiny)).clamp_min(0)
-        r = r_pair / m                                     # of component j's m_j pairs
-        cnt = use.sum(-1, keepdim=True) - use.long()
-        w = torch.where(cnt > 0, 1 - 1 / (1 + r), torch.full_like(r, 0.5))     # r/(1 + r), also for r = inf
-        out_w.append(w)
-    w1, w2 = out_w
+    n_own = k_own - own.long()
+    use_main = torch.where(n_own > 0, own, two)
+    use_one = torch.where(group_a.any(-1, keepdim=True), group_a, use_main)
+    w1, w2 = (torch.where(one, w_one, w_main) for w_one, w_main in
+              zip(_half_weights(halves, b, vb, m, own, use_one), _half_weights(halves, b, vb, m, own, use_main)))
     est = 0.5 * (w1 * a2 + (1 - w1) * b) + 0.5 * (w2 * a1 + (1 - w2) * b)
     w_mean = 0.5 * (w1 + w2)
-    # One pair: E[(b − a₁)(b − a₂)] = Var b, and given the weights (w_h depends on half h only)
-    # E[(1 − w̄)²(a₁ − g)(a₂ − g)] = Cov(w₁, a₁)·Cov(w₂, a₂)/4, second order; (b − pooled)² − var(pooled)
-    # shares the halves' squares with the weights (measured 1.30-1.35x on Bernoulli at the first estimate).
-    vb_single = (b - a1) * (b - a2)
-    var_b = torch.where(own, vb, vb_single)
+    # A one-pair component's per-pair MVD variance: with a split, group B's MVD/score-function variance ratio
+    # times the component's own score-function variance per evaluation. Else (b − a₁)(b − a₂): unbiased for
+    # Var b, but as noisy as the score function's halves (clamped at 0 below, it over-reports wherever MVD is
+    # much better) and sharing them with the weights (measured 1.3-1.4x on Bernoulli).
+    per_eval = pooled_var * n                          # the score function's variance × evaluations, [*batch, J]
+    ratio_b = (torch.where(group_b, vb * m, torch.zeros_like(vb)).sum(-1, keepdim=True)
+               / torch.where(group_b, per_eval, torch.zeros_like(vb)).sum(-1, keepdim=True).clamp_min(tiny))
+    single = torch.where(split, ratio_b * per_eval / m, (b - a1) * (b - a2))
+    var_b = torch.where(own, vb, single)
     var = 0.25 * (w1 * w1 * va2 + w2 * w2 * va1) + (1 - w_mean) ** 2 * var_b
     # a single pair's term is unbiased but can come out negative; clamped at 0 (not at the score function's
     # part, which measured 1.26-1.35x the true variance on Bernoulli with one pair on most components)
     var = torch.where(own, var, var.clamp_min(0))
-    w_mean = 0.5 * (w1 + w2)
     return (torch.where(two, est, pooled), torch.where(two, var, pooled_var),
             torch.where(two, w_mean, torch.ones_like(w_mean)))
