@@ -812,7 +812,9 @@ def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tenso
     half's samples), ``r_j = r / m_j`` and ``w = r_j/(1 + r_j)`` (the minimum-variance weight if the ratio were the
     same for every component); and symmetrically with the halves swapped. The estimate
     ``½[w₁a₂ + (1 − w₁)b] + ½[w₂a₁ + (1 − w₂)b]`` is unbiased because each weight is independent of what it
-    multiplies. Components without pairs get the pooled score function. Returns (estimate, its variance treating
+    multiplies. With ``ONE_PAIR_MIN_OWN`` or more components with own variances, a one-pair component's ratio
+    comes from half of them and its reported Var b from the other half's ratio times its score-function
+    variance. Components without pairs get the pooled score function. Returns (estimate, its variance treating
     the weights as fixed, mean weight on the score function), each ``[*batch, J]``.
     """
     (a1, va1, n1), (a2, va2, n2) = halves
