@@ -101,7 +101,11 @@ def digest(case: Callable[[], tuple], seed: int = 11) -> str:
     for t in [g.values, g.value, *(g.grad[k] for k in sorted(g.grad)), *(g.variance[k] for k in sorted(g.variance))]:
         # to 7 significant digits: the last bits of sums and transcendental functions differ between CPUs
         # (AVX2 and AVX-512 paths), while a change in the draws changes every digit
-        h.update(",".join(f"{x:.6e}" for x in t.detach().double().flatten().tolist()).encode())
+        # (entries below 1e-9 of the tensor's largest are rounding residue of cancellations: hashed as 0)
+        v = t.detach().double().flatten()
+        if v.numel():
+            v = torch.where(v.abs() < 1e-9 * float(v.abs().max()), 0.0, v)
+        h.update(",".join(f"{x:.6e}" for x in v.tolist()).encode())
     h.update(gen.get_state().numpy().tobytes())
     return h.hexdigest()[:24]
 
@@ -125,8 +129,8 @@ RECORDED: dict[str, str] = {
     "plan-uncoupled": "1227a3f20edf204663e6ebc4",
     "plan-uncoupled-shared": "602ca4e9284aa85cd1d9f296",
     "plan-uncoupled-poisson": "10dd43ca648eb720167a4aa3",
-    "streamed-chunked": "f6cf81e4a7bcdabba8972c39",
-    "separable-chunked": "47f586b569f9cecc50c6d26e",
+    "streamed-chunked": "0fc34e8b8b796884fc7d6651",
+    "separable-chunked": "e38c05f2786e0173b3e93d2f",
     "plan-chunked": "9e58a0b39e0ee8df59c5c5d1",
 }
 
