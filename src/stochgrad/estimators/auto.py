@@ -831,15 +831,14 @@ def _cross_fitted(halves: list[tuple[Tensor, Tensor, int]], b: Tensor, vb: Tenso
     # weight used is low exactly when the weight trusts MVD most (measured 0.71-0.94x the true variance).
     split = k_own >= ONE_PAIR_MIN_OWN
     rank = own.long().cumsum(-1)
-    group_a = own & (~split | (rank % 2 == 1))
-    group_b = own & (~split | (rank % 2 == 0))
+    group_a, group_b = own & (rank % 2 == 1), own & (rank % 2 == 0)
     # components with own-pair variances decide the ratio where there are any besides j (the differences to
     # the score function bury a small MVD variance under the score function's)
     n_own = k_own - own.long()
-    use_main = torch.where(n_own > 0, own, two)
-    use_one = torch.where(group_a.any(-1, keepdim=True), group_a, use_main)
-    w1, w2 = (torch.where(one, w_one, w_main) for w_one, w_main in
-              zip(_half_weights(halves, b, vb, m, own, use_one), _half_weights(halves, b, vb, m, own, use_main)))
+    w1, w2 = _half_weights(halves, b, vb, m, own, torch.where(n_own > 0, own, two))
+    if bool((one & split).any()):
+        w1_a, w2_a = _half_weights(halves, b, vb, m, own, group_a)
+        w1, w2 = torch.where(one & split, w1_a, w1), torch.where(one & split, w2_a, w2)
     est = 0.5 * (w1 * a2 + (1 - w1) * b) + 0.5 * (w2 * a1 + (1 - w2) * b)
     w_mean = 0.5 * (w1 + w2)
     # A one-pair component's per-pair MVD variance: with a split, group B's MVD/score-function variance ratio
