@@ -139,3 +139,38 @@ def test_the_es_estimate_is_unbiased_and_the_test_can_fail(rank, reward) -> None
     assert max_abs_z(est, exact) < 4.5
     assert max_abs_z(0.8 * est, exact) > 4.5         # a 20% bias is seen
     assert max_abs_z(-est, exact) > 4.5              # so is the wrong sign (descent instead of ascent)
+
+
+def test_full_rank_noise_is_drawn_in_chunks_that_every_consumer_draws_alike(monkeypatch) -> None:
+    import stochgrad.rlhf.es.noise as noise_module
+
+    small = SeededNoise([(7, 5), (3,)], rank=0)
+    # A tensor of at most one chunk is a plain randn of its shape from its generator.
+    assert torch.equal(small.noise(3, 0), torch.randn((7, 5), generator=small.generator(3, 0)))
+    monkeypatch.setattr(noise_module, "CHUNK", 8)      # 35 entries: chunks of 8, 8, 8, 8 and 3
+    noise = SeededNoise([(7, 5), (3,)], rank=0)
+    eps = noise.noise(3, 0)
+    assert torch.equal(eps, noise.noise(3, 0))
+    base = torch.randn(7, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(noise.perturb(3, 0, base, -0.01), base + -0.01 * eps)
+    acc = torch.randn(7, 5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(noise.add_noise(3, 0, acc.clone(), 0.7), acc.clone().add_(eps, alpha=0.7))
+    # Chunks are independent standard normals: over 2000 members, chunk 0 against chunk 3 and the moments.
+    draws = torch.stack([noise.noise(s, 0).flatten() for s in range(2000)])          # [2000, 35]
+    n = draws[:, :8].numel()
+    assert abs(correlation(draws[:, :8].flatten(), draws[:, 24:32].flatten())) < 5 / math.sqrt(n)
+    assert abs(float(draws.mean())) < 5 / math.sqrt(draws.numel())
+    assert abs(float(draws.var()) - 1) < 5 * math.sqrt(2 / draws.numel())
+
+
+def test_the_gradient_of_chunked_noise_is_the_weighted_sum_of_the_members_noise(monkeypatch) -> None:
+    import stochgrad.rlhf.es.noise as noise_module
+
+    monkeypatch.setattr(noise_module, "CHUNK", 16)
+    noise = SeededNoise([(9, 6), (4,)], rank=0)
+    params = [torch.zeros(9, 6, requires_grad=True), torch.zeros(4, requires_grad=True)]
+    seeds, weights = [5, 11, 17], torch.tensor([0.5, -1.0, 0.25], dtype=torch.float64)
+    write_gradient(params, noise, seeds, weights, sigma=0.1, population=6)
+    for i, p in enumerate(params):
+        expected = -sum(float(w) * noise.noise(s, i) for s, w in zip(seeds, weights)) / (6 * 0.1)
+        torch.testing.assert_close(p.grad, expected)

@@ -9,6 +9,14 @@ no member's noise is ever stored: :meth:`SeededNoise.noise` draws it again whene
   B ``[n, r]`` standard normal. Its entries have mean 0, variance 1 and are uncorrelated (Cov ε = I), so the
   antithetic ES estimate is unbiased for the gradient of a quadratic reward, as with Gaussian noise.
 
+A full-rank ε_i is drawn in chunks of :data:`CHUNK` consecutive entries (of the flattened tensor), one after the
+other from the tensor's one generator, so that a member's weights θ + σ·ε and the update Σ_j w_j ε_j can be formed
+in their own output buffers with at most one chunk of scratch: no whole-tensor noise buffer (the 50 257 × 768
+embedding of GPT-2 small would need 154 MB) is ever allocated next to them. Every consumer draws the same chunks in
+the same order, so ε_i is the same wherever it is regenerated; tensors of at most :data:`CHUNK` entries are one
+chunk, i.e. a plain ``torch.randn`` of the tensor's shape. (On the CPU, torch's sampler happens to draw the same
+numbers in chunks of a multiple of 16 entries as in one call; nothing here relies on it.)
+
 Torch's CPU generator keeps only the low 32 bits of a seed, so tensor seeds are 32-bit: ``(h(s) + i) mod 2³²``
 with ``h`` a 64-bit mix (splitmix64) of the member seed. The tensors of one member always get different seeds;
 two members overlap only if their mixed seeds are within the number of tensors of each other (probability about
@@ -25,6 +33,9 @@ from torch import Tensor
 from stochgrad.errors import InvalidArgumentError
 
 _MASK64 = (1 << 64) - 1
+
+#: Entries of full-rank noise drawn per call (4 MB of fp32): the scratch memory of :meth:`SeededNoise.add_noise`.
+CHUNK = 1 << 20
 
 
 def splitmix64(x: int) -> int:
@@ -94,5 +105,43 @@ class SeededNoise:
         ab = self.factors(seed, index)
         if ab is not None:
             a, b = ab
-            return (a @ b.T) / self.rank ** 0.5
-        return torch.randn(self.shapes[index], generator=self.generator(seed, index), device=self.device)
+            return (a @ b.T).div_(self.rank ** 0.5)
+        return self.fill_noise(seed, index, torch.empty(self.shapes[index], device=self.device))
+
+    def fill_noise(self, seed: int, index: int, out: Tensor) -> Tensor:
+        """Write full-rank ε of tensor ``index`` into ``out`` (contiguous fp32 of the tensor's shape, on the
+        noise's device) chunk by chunk, without scratch memory; returns ``out``."""
+        gen = self.generator(seed, index)
+        flat = out.view(-1)
+        for start in range(0, flat.numel(), CHUNK):
+            flat[start:start + CHUNK].normal_(generator=gen)
+        return out
+
+    def perturb(self, seed: int, index: int, base: Tensor, scale: float) -> Tensor:
+        """A new fp32 tensor ``base + scale·ε`` of tensor ``index`` (``base`` untouched), formed in its own buffer:
+        no noise tensor is allocated beside it (low rank: the r-column factors only).
+
+        Bitwise ``base.float() + scale * self.noise(seed, index)``.
+        """
+        ab = self.factors(seed, index)
+        if ab is not None:
+            a, b = ab
+            out = torch.matmul(a, b.T, out=torch.empty(self.shapes[index], device=self.device))
+            out.div_(self.rank ** 0.5)
+        else:
+            out = self.fill_noise(seed, index, torch.empty(self.shapes[index], device=self.device))
+        return out.mul_(scale).add_(base.detach().to(device=self.device, dtype=torch.float32))
+
+    def add_noise(self, seed: int, index: int, out: Tensor, alpha: float) -> Tensor:
+        """``out += alpha·ε`` of tensor ``index`` in place (contiguous fp32 of the tensor's shape), with one chunk
+        of scratch for full-rank noise; returns ``out``. Bitwise ``out.add_(self.noise(seed, index), alpha=alpha)``."""
+        ab = self.factors(seed, index)
+        if ab is not None:
+            return out.add_(self.noise(seed, index), alpha=alpha)
+        gen = self.generator(seed, index)
+        flat = out.view(-1)
+        scratch = torch.empty(min(CHUNK, flat.numel()), device=self.device)
+        for start in range(0, flat.numel(), CHUNK):
+            part = flat[start:start + CHUNK]
+            part.add_(scratch[:part.numel()].normal_(generator=gen), alpha=alpha)
+        return out

@@ -107,7 +107,7 @@ def member_policy(policy: Policy, names: list[str], params: list[Tensor], noise:
         if i in uses:
             factors[i] = noise.factors(seed, i)
         else:
-            values[name] = (p.detach().float() + scale * noise.noise(seed, i)).to(p.dtype)
+            values[name] = noise.perturb(seed, i, p, scale).to(p.dtype)
     view = copy.copy(policy)
     view.model = ActivationMember(policy.model, values, uses, factors, scale / noise.rank ** 0.5)
     return view

@@ -8,8 +8,9 @@ shaped fitness u (per population), the estimate of ∇_θ E_ε[F(θ + σε)] is
 (Salimans et al. 2017). Without shaping (u = F) it is unbiased for the gradient of the Gaussian-smoothed
 fitness: E[(F(θ+σε) − F(θ−σε)) ε]/(2σ) = E[F(θ+σε) ε]/σ = ∇ E F(θ+σε) (Stein's lemma). :func:`write_gradient`
 puts −g into each parameter's ``.grad`` (the gradient of the *loss* −F), so a torch optimiser's step increases
-F. It regenerates ε_j for one tensor at a time: memory is the ``.grad`` buffers plus one noise tensor (low rank:
-the M pairs' factors of one matrix, O(M·r·(m + n))), whatever the population.
+F. It regenerates ε_j for one tensor at a time, accumulating into the tensor's own ``.grad`` buffer: memory is the
+``.grad`` buffers plus one chunk of noise (:data:`~stochgrad.rlhf.es.noise.CHUNK` entries; low rank: the M pairs'
+factors of one matrix, O(M·r·(m + n))), whatever the population.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def perturbed(params: Sequence[Tensor], noise: SeededNoise, seed: int, scale: fl
 
     ``scale`` is +σ or −σ for the two members of a pair.
     """
-    return [(p.detach().float() + scale * noise.noise(seed, i)).to(p.dtype) for i, p in enumerate(params)]
+    return [noise.perturb(seed, i, p, scale).to(p.dtype) for i, p in enumerate(params)]
 
 
 def pair_weights(shaped: Tensor) -> Tensor:
@@ -186,8 +187,11 @@ def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence
             a = torch.cat([f[0] * wj for f, (_, wj) in zip(ab, pairs)], 1)
             b = torch.cat([f[1] for f in ab], 1)
             acc = (a @ b.T).div_(noise.rank ** 0.5)
+        elif pairs:
+            seed, wj = pairs[0]
+            acc = noise.fill_noise(seed, i, torch.empty(p.shape, dtype=torch.float32, device=noise.device)).mul_(wj)
+            for seed, wj in pairs[1:]:
+                noise.add_noise(seed, i, acc, wj)
         else:
             acc = torch.zeros(p.shape, dtype=torch.float32, device=noise.device)
-            for seed, wj in pairs:
-                acc.add_(noise.noise(seed, i), alpha=wj)
         p.grad = (acc.mul_(-1.0 / (population * sigma))).to(device=p.device, dtype=p.dtype)
