@@ -146,57 +146,81 @@ def batch_uses(model: nn.Module, params: Sequence[Tensor], noise: SeededNoise,
     return uses if len(uses) == len(params) else None
 
 
-def _batch_hook(kind: str, rows: Tensor, scale: Tensor, a: Tensor | None, b: Tensor | None, eps: Tensor | None):
-    """A forward hook adding member-row r's correction: ``rows [B]`` the member of each batch row, ``scale [G]``,
-    factors ``a [G, m, r]``, ``b [G, n, r]`` for matrices, ``eps [G, d]`` for 1-D tensors."""
+def _add_correction(y: Tensor, kind: str, module: nn.Module, x: Tensor, groups: int, a: Tensor | None,
+                    b: Tensor | None, eps: Tensor | None) -> Tensor:
+    """``y`` ``[G, R·T, out]`` (the module's output grouped by member) plus one tensor's correction on input ``x``.
+
+    The batch's B rows are ``groups`` = G consecutive equal groups, group g member g. Factors ``a [G, m, r]``
+    (already multiplied by member g's s), ``b [G, n, r]`` for matrices; ``eps [G, d]`` (multiplied by s) for 1-D
+    tensors. A matrix correction is a batched product over the members fused with the addition (``baddbmm``),
+    not a gather of the factors per row.
+    """
+    if kind == "embedding":
+        ids = x.reshape(groups, -1)                                                   # [G, R·T]
+        ar = torch.gather(a, 1, ids.unsqueeze(-1).expand(-1, -1, a.shape[-1]))        # [G, R·T, r]
+        return torch.baddbmm(y, ar, b.transpose(1, 2))
+    if kind in ("linear", "conv1d"):
+        h = x.reshape(groups, -1, x.shape[-1]).to(a.dtype)                           # [G, R·T, n]
+        first, second = (b, a) if kind == "linear" else (a, b)
+        return torch.baddbmm(y, torch.bmm(h, first), second.transpose(1, 2))
+    if kind == "ln-weight":
+        nrm = nn.functional.layer_norm(x.to(eps.dtype), module.normalized_shape, None, None, module.eps)
+        return torch.addcmul(y, nrm.reshape(groups, -1, nrm.shape[-1]), eps.unsqueeze(1))
+    return y + eps.unsqueeze(1)         # "bias", "ln-bias"
+
+
+def _batch_hook(groups: int, corrections: list[tuple[str, Tensor | None, Tensor | None, Tensor | None]]):
+    """A forward hook adding a module's corrections (``(kind, a, b, eps)`` each, as :func:`_add_correction`, in
+    the noise's dtype) to its output: one hook per module, whatever the number of its perturbed tensors."""
+    dtype = next(t for c in corrections for t in c[1:] if t is not None).dtype
+
     def add(module, inputs, output):
         x = inputs[0]
-        s = scale[rows].view(-1, *([1] * (output.dim() - 1)))
-        if kind == "embedding":
-            ar = a[rows.unsqueeze(1), x]                               # [B, T, r]
-            delta = torch.einsum("btr,bnr->btn", ar, b[rows])
-        elif kind in ("linear", "conv1d"):
-            h = x.to(a.dtype)
-            first, second = (b, a) if kind == "linear" else (a, b)
-            delta = torch.einsum("btr,bmr->btm", torch.einsum("btn,bnr->btr", h, first[rows]), second[rows])
-        elif kind == "bias":
-            delta = eps[rows].unsqueeze(1).expand(output.shape)
-        elif kind == "ln-weight":
-            nrm = nn.functional.layer_norm(x.to(eps.dtype), module.normalized_shape, None, None, module.eps)
-            delta = nrm * eps[rows].unsqueeze(1)
-        else:   # ln-bias
-            delta = eps[rows].unsqueeze(1).expand(output.shape)
-        return output + (s * delta).to(output.dtype)
+        y = output.reshape(groups, -1, output.shape[-1]).to(dtype)
+        for kind, a, b, eps in corrections:
+            y = _add_correction(y, kind, module, x, groups, a, b, eps)
+        return y.reshape(output.shape).to(output.dtype)
     return add
 
 
 class BatchedMembers:
-    """G members side by side: batch row j·m + i belongs to member j (rows ``[B]``); every trainable tensor's
-    perturbation is a per-row correction of its module's output (matrices: low rank, as
+    """G members side by side: the batch's rows are G consecutive equal groups, group j member j; every trainable
+    tensor's perturbation is a correction of its module's output on the member's rows (matrices: low rank, as
     :class:`ActivationMember`; biases and layer-norm parameters: their full-rank noise). The model's weights are
-    used as they are and never written; the hooks exist only during a call.
+    used as they are and never written; the hooks (one per module) exist only during a call.
+
+    Args:
+      model: the model at θ.
+      uses: :func:`batch_uses` of the model.
+      scales: ``[G]`` member j's ±σ.
+      factors: tensor index → (A ``[G, m, r]``, B ``[G, n, r]``), the members' low-rank noise of each matrix.
+      eps: tensor index → ``[G, d]``, the members' noise of each 1-D tensor.
+      rank: r.
     """
 
-    def __init__(self, model: nn.Module, uses: dict[int, list[tuple[nn.Module, str]]], rows: Tensor,
-                 scales: Tensor, factors: dict[int, tuple[Tensor, Tensor]], eps: dict[int, Tensor], rank: int):
-        self.module, self.uses, self.rows = model, uses, rows
-        self.scales, self.factors, self.eps, self.rank = scales, factors, eps, rank
+    def __init__(self, model: nn.Module, uses: dict[int, list[tuple[nn.Module, str]]], scales: Tensor,
+                 factors: dict[int, tuple[Tensor, Tensor]], eps: dict[int, Tensor], rank: int):
+        self.module, self.groups = model, scales.numel()
+        low = (scales / rank ** 0.5).view(-1, 1, 1)           # A·Bᵀ/√r for the matrices
+        by_module: dict[int, tuple[nn.Module, list]] = {}
+        for i, users in uses.items():
+            if i in factors:
+                a, b = factors[i]
+                correction = (a * low.to(a.dtype), b, None)
+            else:
+                correction = (None, None, eps[i] * scales.view(-1, 1).to(eps[i].dtype))
+            for module, kind in users:
+                by_module.setdefault(id(module), (module, []))[1].append((kind, *correction))
+        self.corrections = list(by_module.values())
         self.config = model.config
         self.generation_config = getattr(model, "generation_config", None)
         self.calls = 0
 
     def __call__(self, **kwargs):
         handles = []
-        low = self.scales / self.rank ** 0.5          # A·Bᵀ/√r for the matrices
         try:
-            for i, users in self.uses.items():
-                for module, kind in users:
-                    if i in self.factors:
-                        a, b = self.factors[i]
-                        hook = _batch_hook(kind, self.rows, low, a, b, None)
-                    else:
-                        hook = _batch_hook(kind, self.rows, self.scales, None, None, self.eps[i])
-                    handles.append(module.register_forward_hook(hook))
+            for module, corrections in self.corrections:
+                handles.append(module.register_forward_hook(_batch_hook(self.groups, corrections)))
             self.calls += 1
             return self.module(**kwargs)
         finally:

@@ -161,9 +161,8 @@ def _evaluate_batch(policy: Policy, reference: Policy | None, reward_fn: RewardF
         else:
             eps[i] = torch.stack([noise.noise(seed, i) for seed, _, _ in members])
     scales = torch.tensor([sign * config.sigma for _, _, sign in members], dtype=torch.float32, device=device)
-    rows = torch.arange(g * m, device=device) // m
     view = copy.copy(policy)
-    view.model = BatchedMembers(policy.model, uses, rows, scales, factors, eps, noise.rank)
+    view.model = BatchedMembers(policy.model, uses, scales, factors, eps, noise.rank)
     gens = [torch.Generator().manual_seed(sample_seed) for _, sample_seed, _ in members]
     rollout = view.sample(list(prompts) * g, 1, gens)
     r = evaluate_rewards(reward_fn, rollout.prompts, rollout.completions).double()
