@@ -168,8 +168,8 @@ def report(memory: list[dict], speed: list[dict], args) -> str:
 
     lines = ["## ES in parameter space: memory and throughput of one step (`benchmarks/rlhf_es.py`)", "",
              f"Command: `{command()}`",
-             (f"Machine: {machine()}; one torch thread; other sessions' jobs shared the 2 cores, so compare ratios "
-              "within a table, not absolute times."), "",
+             (f"Machine: {machine()}; one torch thread; a 2-core virtual machine whose speed varies by 10-20 % between "
+              "runs, so compare ratios within a table, not absolute times."), "",
              ("Random weights (speed and memory do not depend on them), the demo's tokenizer, σ = 1e-3; `es`: "
               "full-rank noise; `es-lowrank`: rank 1 applied in activation space (`--lowrank-apply activations`), "
               "members one at a time; `es-lowrank batched`: the same with `--member-batch G`. Reward: the "
