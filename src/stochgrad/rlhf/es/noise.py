@@ -101,17 +101,14 @@ class SeededNoise:
         return a, b
 
     def noise(self, seed: int, index: int) -> Tensor:
-        """ε of tensor ``index`` for member ``seed``: fp32, the tensor's shape, on the noise's device."""
+        """ε of tensor ``index`` for member ``seed``: fp32, the tensor's shape, on the noise's device; full-rank
+        noise is drawn chunk by chunk into the returned tensor, without scratch memory."""
         ab = self.factors(seed, index)
         if ab is not None:
             a, b = ab
             return (a @ b.T).div_(self.rank ** 0.5)
-        return self.fill_noise(seed, index, torch.empty(self.shapes[index], device=self.device))
-
-    def fill_noise(self, seed: int, index: int, out: Tensor) -> Tensor:
-        """Write full-rank ε of tensor ``index`` into ``out`` (contiguous fp32 of the tensor's shape, on the
-        noise's device) chunk by chunk, without scratch memory; returns ``out``."""
         gen = self.generator(seed, index)
+        out = torch.empty(self.shapes[index], device=self.device)
         flat = out.view(-1)
         for start in range(0, flat.numel(), CHUNK):
             flat[start:start + CHUNK].normal_(generator=gen)
@@ -123,14 +120,7 @@ class SeededNoise:
 
         Bitwise ``base.float() + scale * self.noise(seed, index)``.
         """
-        ab = self.factors(seed, index)
-        if ab is not None:
-            a, b = ab
-            out = torch.matmul(a, b.T, out=torch.empty(self.shapes[index], device=self.device))
-            out.div_(self.rank ** 0.5)
-        else:
-            out = self.fill_noise(seed, index, torch.empty(self.shapes[index], device=self.device))
-        return out.mul_(scale).add_(base.detach().to(device=self.device, dtype=torch.float32))
+        return self.noise(seed, index).mul_(scale).add_(base.detach().to(device=self.device, dtype=torch.float32))
 
     def add_noise(self, seed: int, index: int, out: Tensor, alpha: float) -> Tensor:
         """``out += alpha·ε`` of tensor ``index`` in place (contiguous fp32 of the tensor's shape), with one chunk

@@ -189,7 +189,7 @@ def write_gradient(params: Sequence[Tensor], noise: SeededNoise, seeds: Sequence
             acc = (a @ b.T).div_(noise.rank ** 0.5)
         elif pairs:
             seed, wj = pairs[0]
-            acc = noise.fill_noise(seed, i, torch.empty(p.shape, dtype=torch.float32, device=noise.device)).mul_(wj)
+            acc = noise.noise(seed, i).mul_(wj)
             for seed, wj in pairs[1:]:
                 noise.add_noise(seed, i, acc, wj)
         else:
