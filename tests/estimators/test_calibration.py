@@ -112,10 +112,7 @@ def test_reported_variance_is_calibrated(name: str, case: str, make, param: str,
         assert bool(torch.isnan(var).all())   # MVD alone, one pair per component, no history: the same
         return
     assert bool(torch.isfinite(var).all()), f"{name} on {case}: {int((~torch.isfinite(var)).sum())} NaN entries"
-    # CCMVD after a warm-up with one MVD pair per chosen component measures 0.80-0.93 (its weights and the
-    # successive-difference variance share the previous estimate); a known gap, reported, not hidden
-    low = 0.75 if name == "ccmvd" and warmup > 0 else 0.8
-    assert low <= ratio <= 1.25, f"{name} on {case} after {warmup} estimates: reported/empirical = {ratio:.3f}"
+    assert 0.8 <= ratio <= 1.25, f"{name} on {case} after {warmup} estimates: reported/empirical = {ratio:.3f}"
 
 
 @pytest.mark.parametrize("name", estimator_names())
@@ -166,3 +163,20 @@ def test_autos_first_estimate_is_calibrated_where_every_component_gets_a_pair(ca
     assert bool((pairs >= 1).all()) and bool(((pairs == 2).sum(-1) == 8).all())
     ratio = float(g.variance[param].mean(0).sum() / g.grad[param].var(0).sum())
     assert 0.8 <= ratio <= 1.25, ratio
+
+
+def test_ccmvds_variance_after_warm_up_is_unbiased_on_average_over_the_families() -> None:
+    """CCMVD with one MVD pair per chosen component reports, after a warm-up, a successive-difference variance
+    ``(b − b_prev)²``. With weights from averages that already held b_prev it measured 0.80-0.96 per family
+    (0.91 pooled): the weight trusted b least exactly where that difference was large. Weights from the averages
+    before b_prev (``ComponentStats.lagged``) are independent of it; pooled over the ten families the ratio's
+    standard error is about 1 %."""
+    ratios = []
+    for _, make, param in FAMILIES:
+        for warmup in (4, 10):
+            out = calibration("ccmvd", make, param, warmup, seed=11)
+            if out is not None:
+                ratios.append(out[0])
+    assert len(ratios) == 20
+    mean = sum(ratios) / len(ratios)
+    assert 0.96 <= mean <= 1.04, (mean, ratios)

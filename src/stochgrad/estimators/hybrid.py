@@ -151,7 +151,7 @@ class _HybridPlan(Plan):
         self.owner, self.dist, self.names, self.comps, self.first, self.second = owner, dist, names, comps, first, second
         self.folded = False
         self.points = torch.cat([first.points, second.points.to(first.points.dtype)], 0)
-        self._weights_from_history = {n: _running_weight(stats[n]) for n in names}
+        self._weights_from_history = {n: _running_weight(stats[n].lagged()) for n in names}
         self._second_var_from_history = {n: stats[n].second_variance() for n in names}
         self._previous = {n: stats[n].previous() for n in names}
 
