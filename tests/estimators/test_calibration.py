@@ -167,7 +167,7 @@ def test_autos_first_estimate_is_calibrated_where_every_component_gets_a_pair(ca
 
 def test_ccmvds_variance_after_warm_up_is_unbiased_on_average_over_the_families() -> None:
     """CCMVD with one MVD pair per chosen component reports, after a warm-up, a successive-difference variance
-    ``(b − b_prev)²``. With weights from averages that already held b_prev it measured 0.80-0.96 per family
+    ``(b − b_prev)²``. With weights from averages that already held b_prev it measured 0.80-1.00 per family
     (0.91 pooled): the weight trusted b least exactly where that difference was large. Weights from the averages
     before b_prev (``ComponentStats.lagged``) are independent of it; pooled over the ten families the ratio's
     standard error is about 1 %."""

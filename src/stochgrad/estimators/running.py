@@ -129,7 +129,7 @@ class ComponentStats:
         A weight taken from them does not see ``(b_prev − b_prev2)²``, so the successive-difference variance
         ``(b − b_prev)²`` that :func:`combined_variance` reports for that weight is unbiased given it: a weight
         whose average already held that term trusts b least exactly where ``(b − b_prev)²`` is large, and the
-        variance came out 0.80–0.96× the empirical one. The pooled ratio and the own-sample averages stay
+        variance came out 0.80–1.00× the empirical one. The pooled ratio and the own-sample averages stay
         current (the ratio pools the components, so one b_prev moves it little; own samples are not b_prev's
         difference). Lagging only this average left the short InvertedPendulum runs of ``tests/rl`` as they were
         (43 of 48 seeds more than double their return, as without it); lagging everything passed 12 of 16 where
